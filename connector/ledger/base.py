@@ -1,0 +1,125 @@
+"""What the orchestration needs from a warehouse: the ledger interface and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from connector.policy import BatchStatus, RowHistory
+from connector.project import Relation
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    custom_id: str
+    primary_key_json: str  # {"column": value, ...}
+    request_hash: str
+    input_hash: str | None
+    attempt: int
+    flag_reason: str
+    model: str
+    prompt_version: str
+    max_tokens: int
+    params_bytes: int
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    submission_id: str
+    batch_id: str | None
+    enrichment: str
+    status: BatchStatus
+    request_count: int
+    intent_at: datetime
+    api_created_at: datetime | None
+    last_polled_at: datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class PollUpdate:
+    processing_status: str
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+    created_at: datetime | None
+    expires_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    enrichment: str
+    in_flight_batches: int
+    in_flight_requests: int
+    landed_batches: int
+    succeeded: int
+    failed_retryable: int
+    failed_terminal: int
+    missing: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class LandSummary:
+    lines: int
+    foreign_lines: int  # lines whose custom_id is not a request of this submission
+    missing_requests: int  # requests of this submission without a line
+
+
+class Ledger(Protocol):
+    def close(self) -> None: ...
+
+    def version(self) -> int | None: ...
+
+    # reading the flagged view
+    def flagged_columns(self, relation: Relation) -> list[str]: ...
+
+    def duplicate_keys(
+        self, relation: Relation, key: Sequence[str]
+    ) -> list[tuple[object, ...]]: ...
+
+    def stream_flagged(
+        self, relation: Relation, columns: Sequence[str], chunk_rows: int
+    ) -> Iterator[list[tuple[object, ...]]]: ...
+
+    def history(
+        self, enrichment: str, pairs: Sequence[tuple[str, str]]
+    ) -> dict[str, RowHistory]: ...
+
+    # state changes, each committed before returning
+    def record_intent(
+        self,
+        submission_id: str,
+        enrichment: str,
+        body_bytes: int,
+        requests: Sequence[RequestRecord],
+    ) -> None: ...
+
+    def transition(
+        self,
+        submission_id: str,
+        old: BatchStatus,
+        new: BatchStatus,
+        *,
+        batch_id: str | None = None,
+        note: str | None = None,
+    ) -> None: ...
+
+    def record_poll(self, submission_id: str, update: PollUpdate) -> None: ...
+
+    def land(self, submission_id: str, batch_id: str, copy_rows: Iterable[bytes]) -> LandSummary: ...
+
+    def record_rejections(self, enrichment: str, rows: Sequence[tuple[str | None, str]]) -> None: ...
+
+    # queries
+    def batches(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]: ...
+
+    def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]: ...
+
+    def submission_custom_ids(self, submission_id: str) -> list[str]: ...
+
+    def status(self) -> list[StatusRow]: ...

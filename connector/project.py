@@ -1,0 +1,240 @@
+"""Discovery: the dbt project, its manifest, its enrichments and the profile target.
+
+Nothing is configured twice: enrichments come from `target/manifest.json` (parsed
+in-process when missing or stale), credentials from the `profiles.yml` target dbt uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connector.declaration import Declaration, DeclarationError, parse_declaration
+from connector.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LEDGER_SOURCE = "enrich_ledger"
+LEDGER_SCHEMA_VAR = "batch_enrich_ledger_schema"
+DEFAULT_LEDGER_SCHEMA = "enrich"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table or view: schema and name (database kept for warehouses that use it)."""
+
+    database: str | None
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Enrichment:
+    declaration: Declaration
+    flagged: Relation
+
+    @property
+    def name(self) -> str:
+        return self.declaration.enrichment
+
+
+@dataclass(frozen=True)
+class Target:
+    """The profiles.yml target, rendered as dbt renders it. Holds secrets: never log it."""
+
+    name: str
+    type: str
+    params: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Project:
+    project_dir: Path
+    profiles_dir: Path
+    target: Target
+    ledger_schema: str
+    enrichments: tuple[Enrichment, ...]
+    invalid: tuple[tuple[str, str], ...]  # (model, message) of declarations that failed
+
+    def select(self, names: tuple[str, ...]) -> tuple[Enrichment, ...]:
+        if not names:
+            return self.enrichments
+        known = {e.name for e in self.enrichments} | {m for m, _ in self.invalid}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"--select names no enrichment: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known)) or '(none)'}"
+            )
+        return tuple(e for e in self.enrichments if e.name in names)
+
+
+def find_profiles_dir(project_dir: Path, profiles_dir: Path | None) -> Path:
+    """dbt's order: --profiles-dir, DBT_PROFILES_DIR, the project dir, ~/.dbt."""
+    if profiles_dir is not None:
+        return profiles_dir
+    env = os.environ.get("DBT_PROFILES_DIR")
+    if env:
+        return Path(env)
+    if (project_dir / "profiles.yml").exists():
+        return project_dir
+    return Path.home() / ".dbt"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a YAML mapping")
+    return data
+
+
+def render_target(profiles_dir: Path, profile_name: str, target: str | None) -> Target:
+    """Render the profile target with dbt's own renderer (env_var(), as_number, ...)."""
+    from dbt.config.profile import Profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt_common.context import set_invocation_context
+
+    raw = _read_yaml(profiles_dir / "profiles.yml")
+    if profile_name not in raw:
+        raise ConfigError(
+            f"profile '{profile_name}' not found in {profiles_dir / 'profiles.yml'}"
+        )
+    set_invocation_context(dict(os.environ))
+    try:
+        name, data = Profile.render_profile(raw[profile_name], profile_name, target, ProfileRenderer({}))
+    except Exception as exc:  # dbt raises its own error types; keep only the message
+        raise ConfigError(f"profile '{profile_name}': {exc}") from None
+    data = dict(data)
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ConfigError(f"profile '{profile_name}' target '{name}' has no 'type'")
+    return Target(name=name, type=kind, params=data)
+
+
+def _project_files(project_dir: Path, conf: Mapping[str, Any]) -> Iterator[Path]:
+    yield project_dir / "dbt_project.yml"
+    for key, default in (("model-paths", ["models"]), ("macro-paths", ["macros"])):
+        for folder in conf.get(key, default):
+            base = project_dir / folder
+            if base.is_dir():
+                yield from (p for p in base.rglob("*") if p.suffix in {".sql", ".yml", ".yaml"})
+
+
+def _manifest_is_stale(manifest: Path, project_dir: Path, conf: Mapping[str, Any]) -> bool:
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in _project_files(project_dir, conf))
+
+
+def run_dbt(args: list[str], project_dir: Path, profiles_dir: Path, target: str | None) -> None:
+    """Run one dbt command in-process; raise ConfigError with dbt's message on failure."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+    if target:
+        full += ["--target", target]
+    log.info("running dbt %s", " ".join(args))
+    result = dbtRunner().invoke(["--quiet", *full])
+    if not result.success:
+        detail = f": {result.exception}" if result.exception else ""
+        raise ConfigError(f"dbt {' '.join(args)} failed{detail}")
+
+
+def load_manifest(
+    project_dir: Path, profiles_dir: Path, target: str | None, conf: Mapping[str, Any]
+) -> dict[str, Any]:
+    target_path = os.environ.get("DBT_TARGET_PATH") or conf.get("target-path", "target")
+    manifest = project_dir / target_path / "manifest.json"
+    if _manifest_is_stale(manifest, project_dir, conf):
+        run_dbt(["parse"], project_dir, profiles_dir, target)
+    data: dict[str, Any] = json.loads(manifest.read_bytes())
+    return data
+
+
+def _ledger_schema(manifest: Mapping[str, Any]) -> str:
+    for source in manifest.get("sources", {}).values():
+        if source.get("source_name") == LEDGER_SOURCE:
+            return str(source["schema"])
+    project_vars = manifest.get("metadata", {}).get("vars") or {}
+    return str(project_vars.get(LEDGER_SCHEMA_VAR, DEFAULT_LEDGER_SCHEMA))
+
+
+def discover_enrichments(
+    manifest: Mapping[str, Any],
+) -> tuple[tuple[Enrichment, ...], tuple[tuple[str, str], ...]]:
+    """Every enabled model with `config.meta.enrich`, validated; bad ones are returned apart."""
+    models = {
+        n["name"]: n
+        for n in manifest.get("nodes", {}).values()
+        if n.get("resource_type") == "model"
+    }
+    found: list[Enrichment] = []
+    invalid: list[tuple[str, str]] = []
+    for name, node in sorted(models.items()):
+        meta = (node.get("config") or {}).get("meta") or {}
+        raw = meta.get("enrich")
+        if raw is None:
+            continue
+        if not isinstance(raw, Mapping):
+            invalid.append((name, f"enrichment '{name}': meta.enrich must be a mapping"))
+            continue
+        try:
+            decl = parse_declaration(name, raw)
+        except DeclarationError as exc:
+            invalid.append((name, str(exc)))
+            continue
+        flagged = models.get(decl.flagged_model)
+        if flagged is None:
+            invalid.append(
+                (
+                    name,
+                    f"enrichment '{name}': flagged model '{decl.flagged_model}' not found; "
+                    f"add models/{decl.flagged_model}.sql containing "
+                    f"{{{{ batch_enrich.flagged('{name}') }}}}",
+                )
+            )
+            continue
+        rel = Relation(
+            database=flagged.get("database"),
+            schema=str(flagged["schema"]),
+            name=str(flagged.get("alias") or flagged["name"]),
+        )
+        found.append(Enrichment(declaration=decl, flagged=rel))
+    return tuple(found), tuple(invalid)
+
+
+def load_project(project_dir: Path, profiles_dir: Path | None, target: str | None) -> Project:
+    project_dir = project_dir.resolve()
+    conf = _read_yaml(project_dir / "dbt_project.yml")
+    profile_name = conf.get("profile")
+    if not isinstance(profile_name, str):
+        raise ConfigError(f"{project_dir / 'dbt_project.yml'} has no 'profile'")
+    pdir = find_profiles_dir(project_dir, profiles_dir)
+    rendered = render_target(pdir, profile_name, target)
+    manifest = load_manifest(project_dir, pdir, target, conf)
+    enrichments, invalid = discover_enrichments(manifest)
+    return Project(
+        project_dir=project_dir,
+        profiles_dir=pdir,
+        target=rendered,
+        ledger_schema=_ledger_schema(manifest),
+        enrichments=enrichments,
+        invalid=invalid,
+    )
