@@ -232,7 +232,7 @@ def test_a_declaration_must_be_a_mapping(raw: Any) -> None:
 
 def test_non_string_keys_are_refused() -> None:
     with pytest.raises(DeclarationError, match="keys are strings"):
-        parse_declaration("t", {**MINIMAL, 1: "x"})
+        parse_declaration("t", {**MINIMAL, 1: "x"})  # type: ignore[dict-item]
 
 
 def test_long_got_values_are_shortened() -> None:

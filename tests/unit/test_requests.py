@@ -1,0 +1,305 @@
+"""Row → request: params shapes (checked against the official OpenAPI spec), encoding,
+fallback hash and row rejections."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from harness.openapi import errors as spec_errors
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.custom_id import custom_id_for
+from connector.declaration import Declaration, parse_declaration
+from connector.requests import (
+    BODY_ENVELOPE_BYTES,
+    PreparedRequest,
+    Rejection,
+    build_params,
+    check_row,
+    check_size,
+    encode_request_line,
+    fallback_request_hash,
+    prepare_request,
+)
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"label": {"type": "string", "enum": ["bug", "question"]}},
+    "required": ["label"],
+    "additionalProperties": False,
+}
+BASE: dict[str, Any] = {"primary_key": "ticket_id", "model": "claude-haiku-4-5", "max_tokens": 256}
+
+
+def decl(**changes: Any) -> Declaration:
+    return parse_declaration("ticket_triage", {**BASE, **changes})
+
+
+PLAIN = decl()
+WITH_SCHEMA = decl(system="You label support tickets.", output_schema=SCHEMA)
+WITH_TOOL = decl(
+    system="You label support tickets.",
+    tool={"name": "label_ticket", "description": "Record the label", "input_schema": SCHEMA},
+)
+UNCACHED = decl(system="Be brief.", cache=False)
+COMPOSITE = decl(primary_key=["tenant", "ticket_id"], max_batch_bytes=2000)
+
+
+def test_plain_params() -> None:
+    assert build_params(PLAIN, "Classify: it crashes") == {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Classify: it crashes"}],
+    }
+
+
+def test_schema_params_use_output_config_and_cached_system() -> None:
+    params = build_params(WITH_SCHEMA, "p")
+    assert params["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert params["system"] == [
+        {
+            "type": "text",
+            "text": "You label support tickets.",
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
+    assert "tools" not in params
+    assert "tool_choice" not in params
+
+
+def test_tool_params_force_the_tool() -> None:
+    params = build_params(WITH_TOOL, "p")
+    assert params["tools"] == [
+        {"name": "label_ticket", "description": "Record the label", "input_schema": SCHEMA}
+    ]
+    assert params["tool_choice"] == {"type": "tool", "name": "label_ticket"}
+    assert "output_config" not in params
+
+
+def test_tool_without_description_omits_it() -> None:
+    d = decl(tool={"name": "t", "input_schema": {"type": "object"}})
+    assert build_params(d, "p")["tools"] == [{"name": "t", "input_schema": {"type": "object"}}]
+
+
+def test_system_is_plain_text_when_cache_is_off() -> None:
+    assert build_params(UNCACHED, "p")["system"] == "Be brief."
+
+
+@pytest.mark.parametrize(("override", "expected"), [(None, 256), (512, 512), (1, 1)])
+def test_max_tokens_override(override: int | None, expected: int) -> None:
+    assert build_params(PLAIN, "p", override)["max_tokens"] == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "512"])
+def test_bad_max_tokens_override_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        build_params(PLAIN, "p", bad)
+
+
+# -- against the official spec ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [PLAIN, WITH_SCHEMA, WITH_TOOL, UNCACHED],
+    ids=["plain", "output_schema", "tool", "uncached_system"],
+)
+def test_params_are_valid_create_message_params(declaration: Declaration) -> None:
+    params = build_params(declaration, "Classify: the app crashes on start", 1024)
+    assert spec_errors("CreateMessageParams", params) == []
+    element = json.loads(encode_request_line("ticket-42", params))
+    assert spec_errors("MessageBatchIndividualRequestParams", element) == []
+
+
+@pytest.mark.parametrize(
+    ("declaration", "mutate", "where"),
+    [
+        (WITH_TOOL, lambda p: p["system"][0]["cache_control"].update(ttl="2h"), "system"),
+        (WITH_TOOL, lambda p: p["system"][0].update(text=""), "system"),
+        (WITH_TOOL, lambda p: p.update(tool_choice={"type": "tool"}), "tool_choice"),
+        (WITH_TOOL, lambda p: p["tools"][0].update(name="a b"), "tools"),
+        (WITH_SCHEMA, lambda p: p["output_config"]["format"].update(type="json"), "output_config"),
+        (PLAIN, lambda p: p.pop("max_tokens"), "(root)"),
+        (PLAIN, lambda p: p.update(extra=1), "(root)"),
+    ],
+)
+def test_the_spec_check_catches_wrong_shapes(
+    declaration: Declaration, mutate: Any, where: str
+) -> None:
+    # Proves the validator above is strict enough to notice our likely mistakes.
+    params = json.loads(orjson.dumps(build_params(declaration, "p")))
+    mutate(params)
+    found = spec_errors("CreateMessageParams", params)
+    assert any(e.startswith(where) for e in found), found
+
+
+@pytest.mark.parametrize("custom_id", ["", "a.b", "x" * 65])
+def test_the_spec_check_catches_bad_custom_ids(custom_id: str) -> None:
+    element = json.loads(encode_request_line(custom_id, build_params(PLAIN, "p")))
+    assert spec_errors("MessageBatchIndividualRequestParams", element) != []
+
+
+# -- encoding and hashing --------------------------------------------------------------
+
+
+def test_request_line_is_compact_json_without_newline() -> None:
+    params = build_params(PLAIN, 'héllo "quoted"\nline')
+    line = encode_request_line("42", params)
+    assert json.loads(line) == {"custom_id": "42", "params": params}
+    assert b"\n" not in line
+    assert b": " not in line and b", " not in line
+    assert "héllo".encode() in line
+
+
+def test_fallback_hash_is_sha256_of_sorted_compact_json() -> None:
+    params = {"b": 1, "a": [1, {"d": 2, "c": 3}]}
+    expected = hashlib.sha256(b'{"a":[1,{"c":3,"d":2}],"b":1}').hexdigest()
+    assert fallback_request_hash(params) == expected
+
+
+def test_fallback_hash_ignores_key_order_and_sees_every_change() -> None:
+    one = build_params(WITH_SCHEMA, "p")
+    reordered = dict(reversed(list(one.items())))
+    assert fallback_request_hash(one) == fallback_request_hash(reordered)
+    assert fallback_request_hash(one) != fallback_request_hash(build_params(WITH_SCHEMA, "q"))
+    assert fallback_request_hash(one) != fallback_request_hash(build_params(WITH_SCHEMA, "p", 9))
+
+
+@given(st.text(), st.integers(1, 100_000))
+def test_any_prompt_round_trips_through_the_line(prompt: str, tokens: int) -> None:
+    params = build_params(WITH_TOOL, prompt, tokens)
+    try:
+        line = encode_request_line("id", params)
+    except orjson.JSONEncodeError:
+        assert any(0xD800 <= ord(c) <= 0xDFFF for c in prompt)  # lone surrogates only
+        return
+    assert json.loads(line)["params"]["messages"][0]["content"] == prompt
+
+
+# -- rejections ----------------------------------------------------------------------
+
+REJECTED_ROWS = [
+    # (key, prompt, words the reason must contain)
+    ({"ticket_id": None}, "p", "primary key column 'ticket_id' is null"),
+    ({"tenant": "a", "ticket_id": None}, "p", "'ticket_id' is null"),
+    ({"ticket_id": "a\x00b"}, "p", "primary key column 'ticket_id' contains a NUL"),
+    ({"ticket_id": 1}, None, "prompt column 'prompt' is null"),
+    ({"ticket_id": 1}, "", "prompt column 'prompt' is empty"),
+    ({"ticket_id": 1}, " \n\t", "is empty"),
+    ({"ticket_id": 1}, 42, "is not text (got int)"),
+    ({"ticket_id": 1}, b"bytes", "is not text (got bytes)"),
+    ({"ticket_id": 1}, "ab\x00cd", "contains a NUL character (\\x00) at offset 2"),
+]
+
+
+@pytest.mark.parametrize(("key", "prompt", "words"), REJECTED_ROWS)
+def test_check_row_names_the_problem(key: dict[str, Any], prompt: object, words: str) -> None:
+    reason = check_row(key, prompt)
+    assert reason is not None
+    assert words in reason
+
+
+@pytest.mark.parametrize(
+    ("key", "prompt"),
+    [({"ticket_id": 1}, "p"), ({"a": "x", "b": Decimal("1.5")}, "é\u2028"), ({"k": ""}, "p")],
+)
+def test_check_row_accepts_good_rows(key: dict[str, Any], prompt: str) -> None:
+    assert check_row(key, prompt) is None
+
+
+def test_check_row_uses_the_declared_prompt_column_name() -> None:
+    assert check_row({"id": 1}, None, "user_message") == "prompt column 'user_message' is null"
+
+
+@pytest.mark.parametrize(
+    ("size", "limit", "reason"),
+    [
+        (10, 10, None),
+        (11, 10, "request is 11 bytes, over the limit of 10 bytes"),
+        (2_000_001, 2_000_000, "request is 2,000,001 bytes, over the limit of 2,000,000 bytes"),
+    ],
+)
+def test_check_size(size: int, limit: int, reason: str | None) -> None:
+    assert check_size(b"x" * size, limit) == reason
+
+
+# -- prepare_request -------------------------------------------------------------------
+
+
+def test_prepare_request_builds_id_params_and_line() -> None:
+    prepared = prepare_request(WITH_SCHEMA, {"ticket_id": 42}, "Classify it")
+    assert isinstance(prepared, PreparedRequest)
+    assert prepared.custom_id == "42"
+    assert prepared.params == build_params(WITH_SCHEMA, "Classify it")
+    assert prepared.line == encode_request_line("42", prepared.params)
+    assert prepared.size == len(prepared.line)
+
+
+def test_prepare_request_orders_composite_keys_as_declared() -> None:
+    prepared = prepare_request(COMPOSITE, {"ticket_id": 7, "tenant": "acme", "other": 1}, "p")
+    assert isinstance(prepared, PreparedRequest)
+    assert prepared.custom_id == custom_id_for(["acme", 7])
+
+
+def test_prepare_request_honours_the_max_tokens_override() -> None:
+    prepared = prepare_request(PLAIN, {"ticket_id": 1}, "p", max_tokens=999)
+    assert isinstance(prepared, PreparedRequest)
+    assert prepared.params["max_tokens"] == 999
+
+
+@pytest.mark.parametrize(
+    ("key", "prompt", "words"),
+    [
+        ({"tenant": None, "ticket_id": 1}, "p", "'tenant' is null"),
+        ({"tenant": "a", "ticket_id": 1}, "", "is empty"),
+        ({"tenant": b"raw", "ticket_id": 1}, "p", "primary key cannot be encoded"),
+        ({"tenant": float("nan"), "ticket_id": 1}, "p", "primary key cannot be encoded"),
+        ({"tenant": "a", "ticket_id": 1}, "\ud800", "cannot be encoded as JSON"),
+        ({"tenant": "a", "ticket_id": 1}, "x" * 3000, "over the limit of 1,985 bytes"),
+    ],
+)
+def test_prepare_request_rejects_bad_rows_with_their_key(
+    key: dict[str, Any], prompt: str, words: str
+) -> None:
+    rejected = prepare_request(COMPOSITE, key, prompt)
+    assert isinstance(rejected, Rejection)
+    assert words in rejected.reason
+    assert rejected.key == {"tenant": key["tenant"], "ticket_id": key["ticket_id"]}
+    assert list(rejected.key) == ["tenant", "ticket_id"]
+
+
+def test_default_size_limit_is_what_fits_alone_in_a_body() -> None:
+    base = prepare_request(COMPOSITE, {"tenant": "a", "ticket_id": 1}, "x")
+    assert isinstance(base, PreparedRequest)
+    room = COMPOSITE.max_batch_bytes - BODY_ENVELOPE_BYTES - base.size
+    fits = prepare_request(COMPOSITE, {"tenant": "a", "ticket_id": 1}, "x" * (1 + room))
+    too_big = prepare_request(COMPOSITE, {"tenant": "a", "ticket_id": 1}, "x" * (2 + room))
+    assert isinstance(fits, PreparedRequest)
+    assert len(b'{"requests":[' + fits.line + b"]}") == COMPOSITE.max_batch_bytes
+    assert isinstance(too_big, Rejection)
+
+
+def test_explicit_byte_limit_wins() -> None:
+    rejected = prepare_request(PLAIN, {"ticket_id": 1}, "p", byte_limit=10)
+    assert isinstance(rejected, Rejection)
+    assert "over the limit of 10 bytes" in rejected.reason
+
+
+def test_a_missing_key_column_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        prepare_request(COMPOSITE, {"ticket_id": 1}, "p")
+
+
+def test_declaration_with_date_keys() -> None:
+    d = dataclasses.replace(PLAIN, primary_key=("day",))
+    prepared = prepare_request(d, {"day": dt.date(2024, 5, 1)}, "p")
+    assert isinstance(prepared, PreparedRequest)
+    assert prepared.custom_id == "2024-05-01"
