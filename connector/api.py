@@ -55,11 +55,19 @@ class RemoteBatch:
     def of(cls, b: MessageBatch) -> RemoteBatch:
         c = b.request_counts
         return cls(
-            id=b.id, processing_status=b.processing_status, processing=c.processing,
-            succeeded=c.succeeded, errored=c.errored, canceled=c.canceled, expired=c.expired,
-            created_at=b.created_at, expires_at=b.expires_at, ended_at=b.ended_at,
-            archived_at=b.archived_at, results_url=b.results_url,
-        )  # fmt: skip
+            id=b.id,
+            processing_status=b.processing_status,
+            processing=c.processing,
+            succeeded=c.succeeded,
+            errored=c.errored,
+            canceled=c.canceled,
+            expired=c.expired,
+            created_at=b.created_at,
+            expires_at=b.expires_at,
+            ended_at=b.ended_at,
+            archived_at=b.archived_at,
+            results_url=b.results_url,
+        )
 
 
 def _retry_after(exc: anthropic.APIStatusError, default: float = 5.0) -> float:

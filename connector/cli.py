@@ -1,21 +1,233 @@
-"""The `enrich` command line: thin. Each command parses options, builds settings and
-calls one function; rendering is in `connector.render`."""
+"""The `enrich` command line: thin. Each command parses options, builds Settings, calls
+one function and renders its result (`connector.render`).
+
+Exit codes: 0 done or progressing; 1 an error stopped part of the work; 2 usage or
+configuration; 3 the API refused the account; 4 a budget stopped submission;
+5 the warehouse file is locked.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+from rich.console import Console
 
 from connector import __version__
+from connector.errors import EXIT_ERROR, EXIT_OK, EnrichError
+from connector.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done or progressing; 1 error; 2 usage or configuration; "
+    "3 account refused by the API (401/403/billing); 4 budget; 5 warehouse locked."
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def project_options(func: F) -> F:
+    """Options every warehouse command shares; resolved the way dbt resolves them."""
+    options = [
+        click.option(
+            "--project-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path(),
+            show_default=True,
+            envvar="DBT_PROJECT_DIR",
+            help="dbt project whose manifest declares the enrichments.",
+        ),
+        click.option(
+            "--profiles-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Where profiles.yml is (default: $DBT_PROFILES_DIR, the project, ~/.dbt).",
+        ),
+        click.option(
+            "--target", "-t", default=None, help="profiles.yml target (default: the profile's)."
+        ),
+        click.option(
+            "--select",
+            "-s",
+            "select",
+            multiple=True,
+            help="Only these enrichments (repeatable). Default: all.",
+        ),
+        click.option(
+            "--json", "as_json", is_flag=True, help="Print one JSON document (for machines)."
+        ),
+        click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(exc: EnrichError, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
+    else:
+        click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="enrich")
 def main() -> None:
     """batch-enrich: enrich warehouse rows with Claude through the Message Batches API.
 
     dbt flags the rows; `enrich sync` submits them, keeps a crash-safe ledger in the
-    warehouse and lands the raw results exactly once; dbt parses them.
+    warehouse and lands the raw results exactly once; dbt parses them. The API key is
+    read from ANTHROPIC_API_KEY (and the endpoint from ANTHROPIC_BASE_URL).
     """
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@project_options
+@click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between retrieves of one batch (at most one per batch per interval).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be submitted; change nothing.")
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --wait, give up after this many seconds (exit 1).",
+)
+@click.option(
+    "--reconcile-grace",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Seconds before an intent whose create answer was lost, with no matching batch "
+    "on the API, is abandoned and its rows released.",
+)
+def sync(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+    wait: bool,
+    poll_interval: float,
+    dry_run: bool,
+    max_wait: float | None,
+    reconcile_grace: float,
+) -> None:
+    """Land finished batches, then submit newly flagged rows.
+
+    Finishes pending work first (reconciles intents whose create answer was lost,
+    polls in-flight batches, lands ended ones exactly once), then submits what each
+    enrichment's flagged view selects. Exits without blocking unless --wait.
+    """
+    from connector import render
+    from connector.sync import sync as run_sync
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        select=select,
+        wait=wait,
+        poll_interval=poll_interval,
+        dry_run=dry_run,
+        max_wait_seconds=max_wait,
+        reconcile_grace_seconds=reconcile_grace,
+    )
+    console = Console(stderr=as_json)
+    progress: Callable[[str], None] = (lambda _: None) if as_json else console.log
+    try:
+        with console.status("syncing", spinner="dots") if not as_json and wait else nullcontext():
+            report = run_sync(settings, progress)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json(report))
+    else:
+        render.sync_summary(report, console)
+    sys.exit(EXIT_ERROR if report.errors else EXIT_OK)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@project_options
+def status(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """Per enrichment: batches and requests in flight, landed, failed, rejected."""
+    from connector import render
+    from connector.commands import status as run_status
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir, profiles_dir=profiles_dir, target=target, select=select
+    )
+    try:
+        rows = run_status(settings)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json({"enrichments": rows}))
+    else:
+        render.status_table(rows, Console())
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@project_options
+@click.option("--batch", "batch_id", default=None, help="Cancel this batch (msgbatch_...).")
+def cancel(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+    batch_id: str | None,
+) -> None:
+    """Cancel one in-flight batch (--batch ID) or all of some enrichments (--select)."""
+    from connector import render
+    from connector.commands import cancel as run_cancel
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir, profiles_dir=profiles_dir, target=target, select=select
+    )
+    try:
+        report = run_cancel(settings, batch_id)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json(report))
+    else:
+        render.cancel_summary(report, Console())
 
 
 def _register_emulator() -> None:

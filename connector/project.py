@@ -111,12 +111,12 @@ def render_target(profiles_dir: Path, profile_name: str, target: str | None) -> 
 
     raw = _read_yaml(profiles_dir / "profiles.yml")
     if profile_name not in raw:
-        raise ConfigError(
-            f"profile '{profile_name}' not found in {profiles_dir / 'profiles.yml'}"
-        )
+        raise ConfigError(f"profile '{profile_name}' not found in {profiles_dir / 'profiles.yml'}")
     set_invocation_context(dict(os.environ))
     try:
-        name, data = Profile.render_profile(raw[profile_name], profile_name, target, ProfileRenderer({}))
+        name, data = Profile.render_profile(
+            raw[profile_name], profile_name, target, ProfileRenderer({})
+        )
     except Exception as exc:  # dbt raises its own error types; keep only the message
         raise ConfigError(f"profile '{profile_name}': {exc}") from None
     data = dict(data)

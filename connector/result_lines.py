@@ -94,7 +94,13 @@ class CopyRows:
                     self.nul_fixed.append(custom_id)
                     line = fixed
             buf.append(
-                head + custom_id.encode() + DELIMITER + result_type.encode() + DELIMITER + line + tail
+                head
+                + custom_id.encode()
+                + DELIMITER
+                + result_type.encode()
+                + DELIMITER
+                + line
+                + tail
             )
             self.lines += 1
             if len(buf) >= self.chunk_lines:

@@ -125,9 +125,13 @@ class PostgresLedger:
         so the writer can commit between chunks."""
         info = self._conn.info
         reader = psycopg.connect(
-            host=info.host, port=info.port, user=info.user, password=info.password,
-            dbname=info.dbname, application_name="batch-enrich-reader",
-        )  # fmt: skip
+            host=info.host,
+            port=info.port,
+            user=info.user,
+            password=info.password,
+            dbname=info.dbname,
+            application_name="batch-enrich-reader",
+        )
         try:
             with reader.transaction(), reader.cursor(name="batch_enrich_flagged") as cur:
                 cur.itersize = chunk_rows
@@ -145,15 +149,14 @@ class PostgresLedger:
         finally:
             reader.close()
 
-    def history(
-        self, enrichment: str, pairs: Sequence[tuple[str, str]]
-    ) -> dict[str, RowHistory]:
+    def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
         if not pairs:
             return {}
         query = sql.SQL(
             """
             with wanted as (
-                select * from unnest(%(ids)s::text[], %(hashes)s::text[]) as w(custom_id, request_hash)
+                select * from unnest(%(ids)s::text[], %(hashes)s::text[])
+                    as w(custom_id, request_hash)
             )
             select w.custom_id,
                    count(*) filter (
@@ -209,7 +212,13 @@ class PostgresLedger:
                     "insert into {} (submission_id, enrichment, status, request_count, "
                     "body_bytes, intent_at) values (%s, %s, %s, %s, %s, now())"
                 ).format(self._t("batches")),
-                (submission_id, enrichment, BatchStatus.SUBMITTING.value, len(requests), body_bytes),
+                (
+                    submission_id,
+                    enrichment,
+                    BatchStatus.SUBMITTING.value,
+                    len(requests),
+                    body_bytes,
+                ),
             )
             copy_sql = sql.SQL(
                 "copy {} (submission_id, custom_id, enrichment, primary_key, request_hash, "
@@ -220,11 +229,20 @@ class PostgresLedger:
                 for r in requests:
                     copy.write_row(
                         (
-                            submission_id, r.custom_id, enrichment, r.primary_key_json,
-                            r.request_hash, r.input_hash, r.attempt, r.flag_reason, r.model,
-                            r.prompt_version, r.max_tokens, r.params_bytes,
+                            submission_id,
+                            r.custom_id,
+                            enrichment,
+                            r.primary_key_json,
+                            r.request_hash,
+                            r.input_hash,
+                            r.attempt,
+                            r.flag_reason,
+                            r.model,
+                            r.prompt_version,
+                            r.max_tokens,
+                            r.params_bytes,
                         )
-                    )  # fmt: skip
+                    )
 
     def transition(
         self,
@@ -244,11 +262,16 @@ class PostgresLedger:
             sets.append(sql.SQL("submitted_at = now()"))
         if note is not None:
             sets.append(sql.SQL("note = concat_ws('; ', note, %(note)s)"))
-        query = sql.SQL("update {} set {} where submission_id = %(sid)s and status = %(old)s").format(
-            self._t("batches"), sql.SQL(", ").join(sets)
-        )
-        params = {"new": new.value, "old": old.value, "sid": submission_id,
-                  "batch_id": batch_id, "note": note}  # fmt: skip
+        query = sql.SQL(
+            "update {} set {} where submission_id = %(sid)s and status = %(old)s"
+        ).format(self._t("batches"), sql.SQL(", ").join(sets))
+        params = {
+            "new": new.value,
+            "old": old.value,
+            "sid": submission_id,
+            "batch_id": batch_id,
+            "note": note,
+        }
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(query, params)
             if cur.rowcount != 1:
@@ -273,13 +296,20 @@ class PostgresLedger:
             cur.execute(
                 query,
                 {
-                    "ps": update.processing_status, "s": update.succeeded, "e": update.errored,
-                    "c": update.canceled, "x": update.expired, "created": update.created_at,
-                    "expires": update.expires_at, "ended_at": update.ended_at, "ended": ended,
+                    "ps": update.processing_status,
+                    "s": update.succeeded,
+                    "e": update.errored,
+                    "c": update.canceled,
+                    "x": update.expired,
+                    "created": update.created_at,
+                    "expires": update.expires_at,
+                    "ended_at": update.ended_at,
+                    "ended": ended,
                     "submitted": BatchStatus.SUBMITTED.value,
-                    "ended_status": BatchStatus.ENDED.value, "sid": submission_id,
+                    "ended_status": BatchStatus.ENDED.value,
+                    "sid": submission_id,
                 },
-            )  # fmt: skip
+            )
 
     def land(
         self,
@@ -321,7 +351,8 @@ class PostgresLedger:
                       (select count(*) from {res} as x where x.batch_id = %(b)s and not exists (
                           select 1 from {req} as r
                           where r.submission_id = %(s)s and r.custom_id = x.custom_id)),
-                      (select count(*) from {req} as r where r.submission_id = %(s)s and not exists (
+                      (select count(*) from {req} as r
+                        where r.submission_id = %(s)s and not exists (
                           select 1 from {res} as x
                           where x.batch_id = %(b)s and x.custom_id = r.custom_id))
                     """
@@ -367,10 +398,16 @@ class PostgresLedger:
         self._conn.rollback()
         return [
             BatchRecord(
-                submission_id=r[0], batch_id=r[1], enrichment=r[2], status=BatchStatus(r[3]),
-                request_count=int(r[4]), intent_at=r[5], api_created_at=r[6],
-                last_polled_at=r[7], note=r[8],
-            )  # fmt: skip
+                submission_id=r[0],
+                batch_id=r[1],
+                enrichment=r[2],
+                status=BatchStatus(r[3]),
+                request_count=int(r[4]),
+                intent_at=r[5],
+                api_created_at=r[6],
+                last_polled_at=r[7],
+                note=r[8],
+            )
             for r in rows
         ]
 
@@ -442,9 +479,11 @@ class PostgresLedger:
             order by n.enrichment
             """
         ).format(
-            requests=self._t("requests"), batches=self._t("batches"),
-            results=self._t("results_raw"), rejections=self._t("rejections"),
-        )  # fmt: skip
+            requests=self._t("requests"),
+            batches=self._t("batches"),
+            results=self._t("results_raw"),
+            rejections=self._t("rejections"),
+        )
         params = {
             "in_flight": _values(IN_FLIGHT),
             "landed": BatchStatus.LANDED.value,

@@ -1,0 +1,84 @@
+"""Rendering command results: tables for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from connector.commands import CancelReport
+from connector.ledger.base import StatusRow
+from connector.sync import SyncReport
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, Counter):
+        return dict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(_plain(value), indent=2, sort_keys=True, default=str)
+
+
+def sync_summary(report: SyncReport, console: Console) -> None:
+    table = Table(title="enrich sync" + (" (dry run)" if report.dry_run else ""))
+    for col in ("enrichment", "flagged", "submitted", "skipped", "rejected", "batches"):
+        table.add_column(col, justify="left" if col == "enrichment" else "right")
+    for s in report.submitted:
+        table.add_row(
+            s.enrichment,
+            str(s.flagged),
+            str(s.submitted),
+            str(sum(s.skipped.values())),
+            str(len(s.rejected)),
+            ", ".join(s.batches) or "-",
+        )
+    console.print(table)
+    landed = sum(len(r.landed_batches) for r in report.landing)
+    lines = sum(r.landed_lines for r in report.landing)
+    console.print(
+        f"landed {landed} batches ({lines} result lines); {report.in_flight} requests in flight"
+    )
+    for s in report.submitted:
+        for why, n in s.skipped.most_common():
+            console.print(f"  {s.enrichment}: skipped {n}: {why}")
+        for key, why in s.rejected[:10]:
+            console.print(f"  [yellow]{s.enrichment}: rejected row {key}: {why}[/yellow]")
+        if len(s.rejected) > 10:
+            console.print(
+                f"  {s.enrichment}: ... {len(s.rejected) - 10} more rejected rows "
+                "(see the ledger's rejections table)"
+            )
+    for r in report.landing:
+        for p in r.problems:
+            console.print(f"  [yellow]{p}[/yellow]")
+    for e in report.errors:
+        console.print(f"[red]error:[/red] {e}")
+
+
+def status_table(rows: list[StatusRow], console: Console) -> None:
+    table = Table(title="enrich status")
+    names = [f.name for f in dataclasses.fields(StatusRow)]
+    for n in names:
+        table.add_column(n.replace("_", " "), justify="left" if n == "enrichment" else "right")
+    for r in rows:
+        table.add_row(*(str(getattr(r, n)) for n in names))
+    console.print(table)
+
+
+def cancel_summary(report: CancelReport, console: Console) -> None:
+    for b in report.canceled:
+        console.print(f"cancel requested: {b}")
+    if not report.canceled:
+        console.print("nothing to cancel")

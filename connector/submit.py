@@ -1,0 +1,265 @@
+"""Submitting flagged rows: build requests, skip bad rows, split into batches, and
+create each batch behind a committed intent.
+
+Order of every batch: intent (batch row `submitting` + its requests) committed →
+create (no SDK retries) → batch id committed. A crash between any two steps leaves a
+`submitting` row that `reconcile` resolves before anything else is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import IO
+
+import orjson
+
+from connector.api import BatchApi
+from connector.crashpoints import crash_point
+from connector.custom_id import canonical_key_json
+from connector.errors import (
+    AccountError,
+    ConfigError,
+    CreateOutcomeUnknownError,
+    CreateRejectedError,
+    RateLimitedError,
+)
+from connector.ledger.base import Ledger, RequestRecord
+from connector.policy import BatchStatus, RowHistory, skip_reason
+from connector.project import Enrichment
+from connector.reconcile import reconcile_submitting
+from connector.requests import Rejection, fallback_request_hash, prepare_request
+from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_COLUMNS = ("request_hash", "input_hash", "flag_reason", "max_tokens")
+
+
+@dataclass
+class SubmitReport:
+    enrichment: str
+    flagged: int = 0
+    submitted: int = 0
+    batches: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    rejected: list[tuple[str | None, str]] = field(default_factory=list)
+    stopped: str | None = None  # why submission stopped early, if it did
+
+
+def _safe_key_json(key: Mapping[str, object]) -> str | None:
+    """The key of a rejected row as JSON, or None when it cannot be written (a null or
+    NUL-bearing value is exactly why such rows are rejected)."""
+    if any(v is None or (isinstance(v, str) and "\x00" in v) for v in key.values()):
+        return orjson.dumps(
+            {k: (None if v is None else str(v).replace("\x00", "\\0")) for k, v in key.items()}
+        ).decode()
+    try:
+        return _key_json(list(key), list(key.values()))
+    except (TypeError, ValueError):
+        return orjson.dumps({k: str(v) for k, v in key.items()}).decode()
+
+
+def _key_json(columns: Sequence[str], values: Sequence[object]) -> str:
+    """The ledger's `primary_key`: {column: canonical value}, in key order."""
+    canonical = orjson.loads(canonical_key_json(values))
+    return orjson.dumps(dict(zip(columns, canonical, strict=True))).decode()
+
+
+class _BatchBody:
+    """One batch's JSON body, written to a temp file as rows arrive."""
+
+    def __init__(self) -> None:
+        # closed by _Submitter.flush once the create call is over
+        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self.file.write(b'{"requests":[')
+        self.size = len(b'{"requests":[]}')
+        self.records: list[RequestRecord] = []
+        self.custom_ids: set[str] = set()
+
+    def fits(self, line_len: int, max_requests: int, max_bytes: int) -> bool:
+        return len(self.records) < max_requests and self.size + line_len + 1 <= max_bytes
+
+    def add(self, record: RequestRecord, line: bytes) -> None:
+        if self.records:
+            self.file.write(b",")
+            self.size += 1
+        self.file.write(line)
+        self.size += len(line)
+        self.records.append(record)
+        self.custom_ids.add(record.custom_id)
+
+    def finish(self) -> IO[bytes]:
+        self.file.write(b"]}")
+        self.file.flush()
+        self.file.seek(0)
+        return self.file
+
+
+@dataclass
+class _Submitter:
+    ledger: Ledger
+    api: BatchApi | None  # None in dry runs
+    enrichment: Enrichment
+    settings: Settings
+    report: SubmitReport
+    on_progress: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self.body = _BatchBody()
+
+    def add(self, record: RequestRecord, line: bytes) -> None:
+        decl = self.enrichment.declaration
+        if not self.body.fits(len(line), decl.max_requests_per_batch, decl.max_batch_bytes):
+            self.flush()
+        if record.custom_id in self.body.custom_ids:
+            self.report.rejected.append(
+                (record.primary_key_json, f"custom_id {record.custom_id} collides in this batch")
+            )
+            return
+        self.body.add(record, line)
+
+    def flush(self) -> None:
+        body, self.body = self.body, _BatchBody()
+        if not body.records or self.report.stopped:
+            body.file.close()
+            return
+        try:
+            self._create(body)
+        finally:
+            body.file.close()
+
+    def _create(self, body: _BatchBody) -> None:
+        name = self.enrichment.name
+        n = len(body.records)
+        if self.api is None:  # dry run
+            self.report.submitted += n
+            return
+        sid = "sub_" + uuid.uuid4().hex
+        self.ledger.record_intent(sid, name, body.size, body.records)
+        crash_point("after_intent")
+        stream = body.finish()
+        for attempt in range(1, self.settings.create_attempts + 1):
+            try:
+                remote = self.api.create(stream)
+                break
+            except RateLimitedError as exc:
+                if attempt == self.settings.create_attempts:
+                    self._abandon(sid, f"rate limited {attempt} times: {exc}")
+                    return
+                log.warning(
+                    "enrichment=%s create rate limited; waiting %.1fs", name, exc.retry_after
+                )
+                time.sleep(exc.retry_after)
+                stream.seek(0)
+            except (CreateRejectedError, AccountError) as exc:
+                self._abandon(sid, str(exc))
+                if isinstance(exc, AccountError):
+                    raise
+                return
+            except CreateOutcomeUnknownError as exc:
+                log.warning("enrichment=%s submission=%s %s", name, sid, exc)
+                self.report.stopped = f"create outcome unknown ({exc})"
+                reconcile_submitting(self.ledger, self.api, self.settings)
+                return
+        crash_point("after_create")
+        self.ledger.transition(
+            sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=remote.id
+        )
+        self.report.submitted += n
+        self.report.batches.append(remote.id)
+        log.info("enrichment=%s batch_id=%s submitted %d requests", name, remote.id, n)
+        self.on_progress(f"{name}: submitted {remote.id} ({n} requests)")
+
+    def _abandon(self, sid: str, why: str) -> None:
+        self.ledger.transition(sid, BatchStatus.SUBMITTING, BatchStatus.ABANDONED, note=why)
+        self.report.stopped = why
+        log.error("enrichment=%s submission=%s not created: %s", self.enrichment.name, sid, why)
+
+
+def submit_enrichment(
+    ledger: Ledger,
+    api: BatchApi | None,
+    enrichment: Enrichment,
+    settings: Settings,
+    on_progress: Callable[[str], None] = lambda _: None,
+) -> SubmitReport:
+    decl = enrichment.declaration
+    report = SubmitReport(enrichment=enrichment.name)
+    available = ledger.flagged_columns(enrichment.flagged)
+    if not available:
+        raise ConfigError(
+            f"enrichment '{enrichment.name}': flagged view {enrichment.flagged} does not exist; "
+            "run `dbt build` first"
+        )
+    required = [*decl.primary_key, decl.prompt_column]
+    missing = [c for c in required if c not in available]
+    if missing:
+        raise ConfigError(
+            f"enrichment '{enrichment.name}': flagged view {enrichment.flagged} lacks "
+            f"column(s) {', '.join(missing)}"
+        )
+    optional = [c for c in OPTIONAL_COLUMNS if c in available]
+    columns = [*required, *optional]
+    idx = {c: i for i, c in enumerate(columns)}
+    nkey = len(decl.primary_key)
+    duplicates = {tuple(k) for k in ledger.duplicate_keys(enrichment.flagged, decl.primary_key)}
+    sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
+
+    for chunk in ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows):
+        pending: list[tuple[RequestRecord, bytes]] = []
+        for row in chunk:
+            report.flagged += 1
+            key = dict(zip(decl.primary_key, row[:nkey], strict=True))
+            override = row[idx["max_tokens"]] if "max_tokens" in idx else None
+            max_tokens = int(override) if isinstance(override, int | float) else decl.max_tokens
+            prepared = prepare_request(decl, key, row[nkey], max_tokens=max_tokens)
+            if isinstance(prepared, Rejection):
+                report.rejected.append((_safe_key_json(prepared.key), prepared.reason))
+                continue
+            key_json = _key_json(decl.primary_key, row[:nkey])
+            if tuple(row[:nkey]) in duplicates:
+                report.rejected.append((key_json, "primary key repeated in the flagged view"))
+                continue
+            request_hash = row[idx["request_hash"]] if "request_hash" in idx else None
+            input_hash = row[idx["input_hash"]] if "input_hash" in idx else None
+            flag = row[idx["flag_reason"]] if "flag_reason" in idx else None
+            record = RequestRecord(
+                custom_id=prepared.custom_id,
+                primary_key_json=key_json,
+                request_hash=str(request_hash or fallback_request_hash(prepared.params)),
+                input_hash=None if input_hash is None else str(input_hash),
+                attempt=0,
+                flag_reason=str(flag or "new"),
+                model=decl.model,
+                prompt_version=decl.prompt_version,
+                max_tokens=max_tokens,
+                params_bytes=prepared.size,
+            )
+            pending.append((record, prepared.line))
+        pairs = [(r.custom_id, r.request_hash) for r, _ in pending]
+        history = ledger.history(enrichment.name, pairs)
+        for record, line in pending:
+            seen = history.get(record.custom_id, RowHistory())
+            why = skip_reason(seen, record.flag_reason, decl.max_attempts)
+            if why is not None:
+                report.skipped[why] += 1
+                continue
+            sub.add(_with_attempt(record, seen.attempts + 1), line)
+        if report.stopped:
+            break
+    sub.flush()
+    if report.rejected and api is not None:
+        ledger.record_rejections(enrichment.name, report.rejected)
+        for key, why in report.rejected[:20]:
+            log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, key, why)
+    return report
+
+
+def _with_attempt(record: RequestRecord, attempt: int) -> RequestRecord:
+    return replace(record, attempt=attempt)

@@ -1,0 +1,138 @@
+"""`enrich sync`: finish pending work, then submit newly flagged rows.
+
+Order: reconcile intents with unknown outcome → poll in-flight batches and land the
+ended ones → submit what the flagged views select. With `wait`, keep polling until
+nothing is in flight. Never blocks otherwise: a scheduler calls it every few minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from connector.api import BatchApi
+from connector.errors import AccountError, ConfigError, EnrichError
+from connector.landing import LandReport, poll_and_land
+from connector.ledger import Ledger, open_ledger
+from connector.policy import IN_FLIGHT
+from connector.project import Enrichment, Project, load_project, run_dbt
+from connector.reconcile import reconcile_submitting
+from connector.settings import Settings
+from connector.submit import SubmitReport, submit_enrichment
+
+log = logging.getLogger(__name__)
+
+LEDGER_VERSION = 1
+
+
+@dataclass
+class SyncReport:
+    submitted: list[SubmitReport] = field(default_factory=list)
+    landing: list[LandReport] = field(default_factory=list)
+    unresolved_intents: int = 0
+    in_flight: int = 0
+    errors: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def ensure_ledger(project: Project, ledger: Ledger) -> None:
+    """Create or upgrade the ledger through the one DDL definition (the dbt macro)."""
+    version = ledger.version()
+    if version is not None and version >= LEDGER_VERSION:
+        return
+    log.info(
+        "ledger schema %s is at version %s; applying version %d",
+        project.ledger_schema,
+        version,
+        LEDGER_VERSION,
+    )
+    run_dbt(
+        ["run-operation", "batch_enrich.ensure_ledger"],
+        project.project_dir,
+        project.profiles_dir,
+        project.target.name,
+    )
+    if (ledger.version() or 0) < LEDGER_VERSION:
+        raise ConfigError(
+            f"ledger in schema '{project.ledger_schema}' is still below version {LEDGER_VERSION} "
+            "after running batch_enrich.ensure_ledger"
+        )
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[tuple[Project, Ledger]]:
+    project = load_project(settings.project_dir, settings.profiles_dir, settings.target)
+    ledger = open_ledger(project.target, project.ledger_schema)
+    try:
+        ensure_ledger(project, ledger)
+        yield project, ledger
+    finally:
+        ledger.close()
+
+
+def sync(settings: Settings, on_progress: Callable[[str], None] = lambda _: None) -> SyncReport:
+    report = SyncReport(dry_run=settings.dry_run)
+    with opened(settings) as (project, ledger):
+        selected = project.select(settings.select)
+        for model, message in project.invalid:
+            if not settings.select or model in settings.select:
+                report.errors.append(message)
+        api = BatchApi(timeout=settings.api_timeout)
+        try:
+            _run(project, ledger, api, settings, selected, report, on_progress)
+        finally:
+            api.close()
+    return report
+
+
+def _run(
+    project: Project,
+    ledger: Ledger,
+    api: BatchApi,
+    settings: Settings,
+    selected: tuple[Enrichment, ...],
+    report: SyncReport,
+    on_progress: Callable[[str], None],
+) -> None:
+    started = time.monotonic()
+    # 1. finish pending work before new work
+    if not settings.dry_run:
+        report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
+        report.landing.append(poll_and_land(ledger, api, settings, on_progress))
+    # 2. new work
+    for enrichment in project.enrichments:
+        if enrichment not in selected:
+            continue
+        try:
+            sub = submit_enrichment(
+                ledger, None if settings.dry_run else api, enrichment, settings, on_progress
+            )
+        except AccountError:
+            raise
+        except EnrichError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.submitted.append(sub)
+        if sub.stopped:
+            report.errors.append(f"{enrichment.name}: {sub.stopped}")
+    # 3. with --wait, poll until nothing is in flight
+    while settings.wait and not settings.dry_run:
+        in_flight = _in_flight(ledger)
+        if in_flight == 0:
+            break
+        if settings.max_wait_seconds is not None and (
+            time.monotonic() - started > settings.max_wait_seconds
+        ):
+            report.errors.append(f"--wait gave up after {settings.max_wait_seconds:.0f}s")
+            break
+        time.sleep(settings.poll_interval)
+        report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
+        report.landing.append(poll_and_land(ledger, api, settings, on_progress))
+    report.in_flight = _in_flight(ledger)
+
+
+def _in_flight(ledger: Ledger) -> int:
+    return sum(b.request_count for b in ledger.batches(IN_FLIGHT))
