@@ -6,7 +6,9 @@ full_page_writes), so initdb + start take about a second. ``initdb`` refuses to 
 root, so when the tests run as root every server command runs as the ``postgres`` OS
 user through ``runuser`` and the directories are handed to that user.
 
-``PgCluster.stop()`` is idempotent and is also registered with ``atexit``, so a session
+``PgCluster.stop()`` is idempotent and is also registered with ``atexit``; SIGTERM is
+turned into a normal exit so ``atexit`` runs; and a small watchdog process stops the
+cluster if the test process vanishes without either (SIGKILL, OOM killer). A session
 that dies half-way does not leave a postmaster behind.
 """
 
@@ -18,9 +20,12 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,6 +136,7 @@ class PgCluster:
     port: int
     user: str = SUPERUSER
     _stopped: bool = field(default=False, repr=False)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -185,6 +191,9 @@ class PgCluster:
                 timeout=60,
             )
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            self._watchdog.kill()
+            self._watchdog.wait(timeout=10)
 
     # -- databases -------------------------------------------------------------------
 
@@ -240,12 +249,60 @@ def _wait_until_ready(cluster: PgCluster, timeout_s: float = 30.0) -> None:
     )
 
 
+# Runs in its own session: waits for the test process to disappear, then stops the
+# cluster and deletes its files. argv: parent pid, base dir, then the pg_ctl stop command.
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, base_dir, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.5)
+subprocess.run(stop, capture_output=True, check=False, timeout=60)
+shutil.rmtree(base_dir, ignore_errors=True)
+"""
+
+
+def _start_watchdog(cluster: PgCluster) -> subprocess.Popen[bytes]:
+    stop = [
+        *_run_as_prefix(),
+        str(cluster.bindir / "pg_ctl"),
+        "-D",
+        str(cluster.data_dir),
+        "-m",
+        "immediate",
+        "-w",
+        "stop",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(cluster.base_dir), *stop],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM a normal exit (so atexit runs), unless someone else handles it."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        sys.exit(128 + signum)
+
+    is_main = threading.current_thread() is threading.main_thread()
+    if is_main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit)
+
+
 def start_cluster(bindir: Path | None = None) -> PgCluster:
     """initdb + start a private cluster; the caller owns ``stop()`` (also run at exit)."""
     bindir = bindir or find_bindir()
     base_dir = Path(tempfile.mkdtemp(prefix="batch-enrich-pg-", dir=tempfile.gettempdir()))
     cluster = PgCluster(bindir=bindir, base_dir=base_dir, port=free_port())
     atexit.register(cluster.stop)
+    _exit_on_sigterm()
     try:
         _hand_over(base_dir)
         for sub in ("sock", "log"):
@@ -290,6 +347,7 @@ def start_cluster(bindir: Path | None = None) -> PgCluster:
             "pg_ctl start",
             env,
         )
+        cluster._watchdog = _start_watchdog(cluster)
         _wait_until_ready(cluster)
     except BaseException as exc:
         log = cluster.log_tail()
