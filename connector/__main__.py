@@ -1,0 +1,5 @@
+"""`python -m connector` is `enrich`."""
+
+from connector.cli import main
+
+main()
