@@ -1,0 +1,64 @@
+"""Result lines → COPY rows: the prefix fast path, the full-decode fallback, framing."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.result_lines import CopyRows, MalformedLineError, extract_key, split_lines
+
+
+def _line(custom_id: str, result_type: str = "succeeded", **extra: object) -> bytes:
+    return orjson.dumps({"custom_id": custom_id, "result": {"type": result_type, **extra}})
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (_line("abc-1"), ("abc-1", "succeeded")),
+        (_line("x", "errored", error={"type": "error"}), ("x", "errored")),
+        (b'{ "custom_id" : "k" , "result" : { "type" : "expired" } }', ("k", "expired")),
+        # other key order: the slow path
+        (b'{"result":{"type":"canceled"},"custom_id":"late"}', ("late", "canceled")),
+        (b'{"result":{"message":{},"type":"succeeded"},"custom_id":"t"}', ("t", "succeeded")),
+    ],
+)
+def test_extract_key(line: bytes, expected: tuple[str, str]) -> None:
+    assert extract_key(line) == expected
+
+
+@pytest.mark.parametrize("bad", [b"not json", b'{"custom_id":"a"}', b"[1,2]", b'{"custom_id":'])
+def test_extract_key_rejects_what_is_not_a_result_line(bad: bytes) -> None:
+    with pytest.raises(MalformedLineError):
+        extract_key(bad)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b and b.strip()), max_size=20),
+       st.integers(min_value=1, max_value=17))  # fmt: skip
+def test_split_lines_is_independent_of_chunking(lines: list[bytes], size: int) -> None:
+    data = b"\n".join(lines) + b"\n"
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert list(split_lines(chunks)) == [line.strip() for line in lines]
+
+
+def test_split_lines_drops_blank_lines_and_keeps_a_final_unterminated_line() -> None:
+    assert list(split_lines([b'a\n\n  \nb', b"c"])) == [b"a", b"bc"]
+
+
+def test_copy_rows_frames_each_line_and_fixes_nul_escapes() -> None:
+    nul = b'{"custom_id":"n","result":{"type":"succeeded","text":"a\\u0000b"}}'
+    escaped = b'{"custom_id":"e","result":{"type":"succeeded","text":"a\\\\u0000b"}}'
+    rows = CopyRows(batch_id="msgbatch_1", landed_at="2026-01-01T00:00:00+00:00", chunk_lines=2)
+    data = b"".join(rows.rows([_line("a") + b"\n" + nul + b"\n", escaped + b"\n" + _line("a")]))
+    out = data.split(b"\n")[:-1]
+    assert len(out) == 3 and rows.lines == 3
+    fields = [row.split(b"\x02") for row in out]
+    assert [f[1] for f in fields] == [b"a", b"n", b"e"]
+    assert all(f[0] == b"msgbatch_1" and len(f) == 5 for f in fields)
+    assert b"\\ufffd" in fields[1][3] and b"\\u0000" not in fields[1][3]
+    assert fields[2][3] == escaped  # an escaped backslash followed by u0000 is text
+    assert rows.nul_fixed == ["n"]
+    assert rows.duplicates == ["a"]
+    orjson.loads(fields[1][3])
