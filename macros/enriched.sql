@@ -1,0 +1,188 @@
+{#-
+    {{ batch_enrich.enriched('<enrichment>') }}: every input row, left-joined to its
+    latest valid output (docs/output-models.md).
+
+    The output preferred for a key is the latest valid one for the current request hash;
+    if there is none (the input or the prompt changed and the new request has not
+    landed), the latest valid output of an earlier request, with is_output_current false.
+
+    Columns: the input model's columns; the output's top-level properties as typed
+    columns (string -> text, integer -> bigint, number -> double precision, boolean ->
+    boolean, anything else -> JSON), or `output_text` when the enrichment declares no
+    schema; then the lineage: batch_id, custom_id, model, prompt_version, request_hash,
+    attempt, landed_at, is_output_current.
+-#}
+
+{% macro lineage_columns() -%}
+    {{- return(['batch_id', 'custom_id', 'model', 'prompt_version', 'request_hash', 'attempt', 'landed_at', 'is_output_current']) -}}
+{%- endmacro %}
+
+
+{#- (column name, SQL expression over `json_expression`) for each declared output property. -#}
+{% macro output_columns(decl, json_expression, text_expression) -%}
+    {%- set columns = [] -%}
+    {%- if decl['schema'] is none -%}
+        {%- do columns.append(('output_text', text_expression)) -%}
+    {%- else -%}
+        {%- for name, property in (decl['schema'].get('properties') or {}).items() -%}
+            {%- set types = property.get('type') -%}
+            {%- set types = [types] if types is string else (types or []) -%}
+            {%- set types = types | reject('equalto', 'null') | list -%}
+            {%- set type = types[0] if types | length == 1 else none -%}
+            {%- set text = batch_enrich.json_get_text(json_expression, [name]) -%}
+            {%- if type == 'string' -%}
+                {%- set expression = text -%}
+            {%- elif type == 'integer' -%}
+                {%- set expression = 'cast(cast(' ~ text ~ ' as double precision) as bigint)' -%}
+            {%- elif type == 'number' -%}
+                {%- set expression = 'cast(' ~ text ~ ' as double precision)' -%}
+            {%- elif type == 'boolean' -%}
+                {%- set expression = 'cast(' ~ text ~ ' as boolean)' -%}
+            {%- else -%}
+                {%- set expression = batch_enrich.json_get(json_expression, [name]) -%}
+            {%- endif -%}
+            {%- do columns.append((name, expression)) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{- return(columns) -}}
+{%- endmacro %}
+
+
+{% macro enriched(enrichment) -%}
+    {%- set input_relation = ref(enrichment) -%}
+    {%- set validated_relation = ref('batch_enrich', 'int_enrich__results_validated') -%}
+    {%- if execute -%}
+        {{ batch_enrich.enriched_sql(batch_enrich.get_declaration(enrichment), input_relation, validated_relation) }}
+    {%- else -%}
+        select 1 as parse_placeholder
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro enriched_sql(decl, input_relation, validated_relation) -%}
+    {%- set pk = decl['primary_key'] -%}
+    {%- set prompt = batch_enrich.column_ref(decl['prompt_column'], 'input_rows') -%}
+    {%- set outputs = batch_enrich.output_columns(decl, 'latest_outputs.output_json', 'latest_outputs.content_text') -%}
+    {%- set new_names = outputs | map(attribute=0) | list + batch_enrich.lineage_columns() -%}
+
+    {#- Output and lineage columns must not collide with the input model's columns. -#}
+    {%- set existing = adapter.get_columns_in_relation(input_relation) | map(attribute='name') | map('lower') | list -%}
+    {%- set collisions = [] -%}
+    {%- for name in new_names if name | lower in existing -%}
+        {%- do collisions.append(name) -%}
+    {%- endfor -%}
+    {%- if collisions -%}
+        {%- do exceptions.raise_compiler_error(
+            "batch_enrich.enriched('" ~ decl['name'] ~ "'): the input model already has column(s) "
+            ~ collisions | join(', ') ~ ", which the enriched model adds (output properties and lineage "
+            ~ "columns); rename them in the input model"
+        ) -%}
+    {%- endif -%}
+with
+
+input_rows as (
+
+    select * from {{ input_relation }}
+
+),
+
+validated as (
+
+    select * from {{ validated_relation }}
+    where
+        enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+        and is_valid
+
+),
+
+current_requests as (
+
+    select
+        {%- for column in pk %}
+        cast({{ batch_enrich.column_ref(column, 'input_rows') }} as text) as key_text_{{ loop.index0 }},
+        {%- endfor %}
+        {{ batch_enrich.request_hash_sql(decl, prompt) }} as request_hash
+
+    from input_rows
+
+),
+
+outputs as (
+
+    select
+        {%- for column in pk %}
+        {{ batch_enrich.json_get_text('validated.primary_key', [column]) }} as key_text_{{ loop.index0 }},
+        {%- endfor %}
+        validated.batch_id,
+        validated.custom_id,
+        validated.request_model as model,
+        validated.prompt_version,
+        validated.request_hash,
+        validated.attempt,
+        validated.landed_at,
+        validated.output_json,
+        validated.content_text
+
+    from validated
+
+),
+
+ranked_outputs as (
+
+    select
+        outputs.*,
+        outputs.request_hash = current_requests.request_hash as is_output_current,
+        row_number() over (
+            partition by
+                {%- for column in pk %}
+                outputs.key_text_{{ loop.index0 }}{% if not loop.last %},{% endif %}
+                {%- endfor %}
+            order by
+                case when outputs.request_hash = current_requests.request_hash then 0 else 1 end,
+                outputs.landed_at desc,
+                outputs.attempt desc
+        ) as preference_rank
+
+    from outputs
+    inner join current_requests
+        on
+            {%- for column in pk %}
+            {% if not loop.first %}and {% endif %}outputs.key_text_{{ loop.index0 }} = current_requests.key_text_{{ loop.index0 }}
+            {%- endfor %}
+
+),
+
+latest_outputs as (
+
+    select * from ranked_outputs
+    where preference_rank = 1
+
+),
+
+final as (
+
+    select
+        input_rows.*,
+        {%- for name, expression in outputs %}
+        {{ expression }} as {{ batch_enrich.column_ref(name) }},
+        {%- endfor %}
+        latest_outputs.batch_id,
+        latest_outputs.custom_id,
+        latest_outputs.model,
+        latest_outputs.prompt_version,
+        latest_outputs.request_hash,
+        latest_outputs.attempt,
+        latest_outputs.landed_at,
+        latest_outputs.is_output_current
+
+    from input_rows
+    left join latest_outputs
+        on
+            {%- for column in pk %}
+            {% if not loop.first %}and {% endif %}cast({{ batch_enrich.column_ref(column, 'input_rows') }} as text) = latest_outputs.key_text_{{ loop.index0 }}
+            {%- endfor %}
+
+)
+
+select * from final
+{%- endmacro %}

@@ -1,0 +1,183 @@
+{#-
+    The ledger DDL: the ONE definition of the connector's tables (docs/architecture.md §4).
+
+    `ensure_ledger()` creates the schema, the tables and the version row if they are
+    missing, and never touches existing data, so dbt (`on-run-start`) and the connector
+    (`dbt run-operation batch_enrich.ensure_ledger`) may both run it, in any order, any
+    number of times. It executes its statements itself, commits, and renders to an empty
+    string, so it works the same from a hook and from run-operation.
+
+    Bump `ledger_version()` (and LEDGER_VERSION in connector/ledger.py) when the DDL
+    changes, and add the change as an idempotent statement (`add column if not exists`).
+-#}
+
+{% macro ledger_version() -%}
+    {{ return(1) }}
+{%- endmacro %}
+
+
+{% macro ledger_schema() -%}
+    {{ return(var('batch_enrich_ledger_schema', 'enrich')) }}
+{%- endmacro %}
+
+
+{% macro ledger_relation(identifier) -%}
+    {{ return(api.Relation.create(
+        database=target.database,
+        schema=batch_enrich.ledger_schema(),
+        identifier=identifier,
+    )) }}
+{%- endmacro %}
+
+
+{% macro ensure_ledger() -%}
+    {%- if execute -%}
+        {%- set statements = adapter.dispatch('ensure_ledger_statements', 'batch_enrich')() -%}
+        {%- for sql in statements -%}
+            {%- call statement('batch_enrich_ensure_ledger', auto_begin=True) -%}
+                {{ sql }}
+            {%- endcall -%}
+        {%- endfor -%}
+        {%- do adapter.commit() -%}
+    {%- endif -%}
+    {{- return('') -}}
+{%- endmacro %}
+
+
+{#- The statements, in order. `json_type` is jsonb on Postgres, json elsewhere. -#}
+{% macro ledger_ddl(json_type, with_foreign_keys) -%}
+    {%- set q = adapter.quote -%}
+    {%- set version = batch_enrich.ledger_relation('ledger_version') -%}
+    {%- set batches = batch_enrich.ledger_relation('batches') -%}
+    {%- set requests = batch_enrich.ledger_relation('requests') -%}
+    {%- set results_raw = batch_enrich.ledger_relation('results_raw') -%}
+    {%- set rejections = batch_enrich.ledger_relation('rejections') -%}
+    {%- set statements = [] -%}
+
+    {%- do statements.append(
+        'create schema if not exists ' ~ q(batch_enrich.ledger_schema())
+    ) -%}
+
+    {%- do statements.append('create table if not exists ' ~ version ~ ' (
+        version integer primary key,
+        applied_at timestamptz not null default now()
+    )') -%}
+
+    {%- do statements.append('create table if not exists ' ~ batches ~ ' (
+        submission_id text primary key,
+        batch_id text unique,
+        enrichment text not null,
+        status text not null,
+        request_count integer not null,
+        body_bytes bigint not null,
+        processing_status text,
+        succeeded_count integer,
+        errored_count integer,
+        canceled_count integer,
+        expired_count integer,
+        intent_at timestamptz not null,
+        submitted_at timestamptz,
+        api_created_at timestamptz,
+        expires_at timestamptz,
+        ended_at timestamptz,
+        landed_at timestamptz,
+        last_polled_at timestamptz,
+        landed_lines integer,
+        note text
+    )') -%}
+
+    {%- set submission_reference = ' references ' ~ batches ~ ' (submission_id)' if with_foreign_keys else '' -%}
+    {%- do statements.append('create table if not exists ' ~ requests ~ ' (
+        submission_id text not null' ~ submission_reference ~ ',
+        custom_id text not null,
+        enrichment text not null,
+        primary_key ' ~ json_type ~ ' not null,
+        request_hash text not null,
+        attempt integer not null,
+        flag_reason text not null,
+        model text not null,
+        prompt_version text not null,
+        max_tokens integer not null,
+        params_bytes integer not null,
+        input_hash text,
+        primary key (submission_id, custom_id)
+    )') -%}
+
+    {#- Added after the first draft of the contract: ledgers created without it get it here. -#}
+    {%- do statements.append(
+        'alter table ' ~ requests ~ ' add column if not exists input_hash text'
+    ) -%}
+
+    {%- do statements.append('create table if not exists ' ~ results_raw ~ ' (
+        batch_id text not null,
+        custom_id text not null,
+        result_type text not null,
+        line json not null,
+        landed_at timestamptz not null,
+        primary key (batch_id, custom_id)
+    )') -%}
+
+    {%- do statements.append('create table if not exists ' ~ rejections ~ ' (
+        enrichment text not null,
+        primary_key ' ~ json_type ~ ',
+        reason text not null,
+        seen_at timestamptz not null
+    )') -%}
+
+    {%- do statements.append(
+        'insert into ' ~ version ~ ' (version) select ' ~ batch_enrich.ledger_version()
+        ~ ' where not exists (select 1 from ' ~ version ~ ' where version = '
+        ~ batch_enrich.ledger_version() ~ ')'
+    ) -%}
+
+    {{- return(statements) -}}
+{%- endmacro %}
+
+
+{% macro default__ensure_ledger_statements() -%}
+    {{- return(batch_enrich.ledger_ddl('json', true)) -}}
+{%- endmacro %}
+
+
+{#-
+    Postgres: jsonb keys; one transaction that first takes an advisory lock, so a dbt
+    run and the connector starting together do not race on `create ... if not exists`
+    (which is not concurrency-safe on its own). The lock key is derived from the schema
+    name, so two ledgers in one database do not wait for each other.
+-#}
+{% macro postgres__ensure_ledger_statements() -%}
+    {%- set lock = "select pg_advisory_xact_lock(hashtext('batch_enrich.ledger.' || "
+        ~ dbt.string_literal(batch_enrich.ledger_schema()) ~ "))" -%}
+    {%- set statements = [lock] + batch_enrich.ledger_ddl('jsonb', true) -%}
+    {%- do statements.append(batch_enrich.postgres__try_parse_json_function_ddl()) -%}
+    {{- return(statements) -}}
+{%- endmacro %}
+
+
+{#-
+    DuckDB: json keys, and no foreign key from requests to batches. DuckDB checks foreign
+    keys eagerly and refuses any update of an indexed column of a referenced row (the
+    connector sets `batches.batch_id`, which is unique), so the constraint would break
+    the batch state machine. The connector guarantees the relationship instead.
+-#}
+{% macro duckdb__ensure_ledger_statements() -%}
+    {{- return(batch_enrich.ledger_ddl('json', false)) -}}
+{%- endmacro %}
+
+
+{#-
+    Postgres 15 has no `pg_input_is_valid`, and a failing `::jsonb` cast aborts the whole
+    query, so model output that is not JSON is parsed through this tiny function, which
+    lives beside the ledger. `create or replace` runs under the advisory lock above.
+-#}
+{% macro postgres__try_parse_json_function_ddl() -%}
+    {%- set fn = adapter.quote(batch_enrich.ledger_schema()) ~ '.' ~ adapter.quote('try_parse_jsonb') -%}
+    {{- return('create or replace function ' ~ fn ~ '(value text) returns jsonb
+        language plpgsql immutable parallel safe as $body$
+        begin
+            return value::jsonb;
+        exception when others then
+            return null;
+        end
+        $body$') -}}
+{%- endmacro %}

@@ -1,0 +1,1 @@
+{{ batch_enrich.enriched('review_aspects') }}

@@ -1,0 +1,1 @@
+{{ batch_enrich.flagged('review_aspects') }}

@@ -1,0 +1,136 @@
+{#-
+    One row per result line, joined to the ledger request it answers (through the
+    batch's submission_id), with the model's output parsed: the first tool_use block's
+    input when there is one, otherwise the text content parsed as JSON. Text that is not
+    JSON never fails the model: output_json is null and has_json_parse_error is true.
+    Incremental on landed_at.
+-#}
+
+with
+
+results as (
+
+    select * from {{ ref('stg_enrich_ledger__results_raw') }}
+    {% if is_incremental() %}
+        where landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
+    {% endif %}
+
+),
+
+batches as (
+
+    select * from {{ ref('stg_enrich_ledger__batches') }}
+
+),
+
+requests as (
+
+    select * from {{ ref('stg_enrich_ledger__requests') }}
+
+),
+
+requests_by_batch_id as (
+
+    select
+        batches.batch_id,
+        requests.submission_id,
+        requests.custom_id,
+        requests.enrichment,
+        requests.primary_key,
+        requests.request_hash,
+        requests.input_hash,
+        requests.attempt,
+        requests.flag_reason,
+        requests.model,
+        requests.prompt_version,
+        requests.max_tokens
+
+    from requests
+    inner join batches
+        on requests.submission_id = batches.submission_id
+    where batches.batch_id is not null
+
+),
+
+with_requests as (
+
+    select
+        results.*,
+        requests_by_batch_id.submission_id,
+        requests_by_batch_id.enrichment,
+        requests_by_batch_id.primary_key,
+        requests_by_batch_id.request_hash,
+        requests_by_batch_id.input_hash,
+        requests_by_batch_id.attempt,
+        requests_by_batch_id.flag_reason,
+        requests_by_batch_id.model as request_model,
+        requests_by_batch_id.prompt_version,
+        requests_by_batch_id.max_tokens as request_max_tokens
+
+    from results
+    left join requests_by_batch_id
+        on
+            results.batch_id = requests_by_batch_id.batch_id
+            and results.custom_id = requests_by_batch_id.custom_id
+
+),
+
+with_text_json as (
+
+    select
+        with_requests.*,
+        text_json.value as text_json
+
+    from with_requests
+    {{ batch_enrich.join_evaluated_once(
+        "case when with_requests.tool_name is null and with_requests.content_text is not null then "
+        ~ batch_enrich.try_parse_json('with_requests.content_text') ~ " end",
+        'text_json',
+    ) }}
+
+),
+
+final as (
+
+    select
+        batch_id,
+        custom_id,
+        submission_id,
+        enrichment,
+        primary_key,
+        request_hash,
+        input_hash,
+        attempt,
+        flag_reason,
+        request_model,
+        prompt_version,
+        request_max_tokens,
+        result_type,
+        stop_reason,
+        response_model,
+        message_id,
+        content_text,
+        tool_name,
+        case
+            when tool_name is not null then 'tool_use'
+            when content_text is not null then 'text'
+        end as output_source,
+        coalesce(tool_input, text_json) as output_json,
+        tool_name is null and content_text is not null and text_json is null as has_json_parse_error,
+        submission_id is not null as has_request,
+        error_type,
+        error_message,
+        input_tokens,
+        output_tokens,
+        cache_creation_input_tokens,
+        cache_read_input_tokens,
+        cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens,
+        service_tier,
+        landed_at
+
+    from with_text_json
+
+)
+
+select * from final

@@ -1,0 +1,103 @@
+{#-
+    Every parsed result checked against its enrichment's declared schema. The checks are
+    generated at compile time from the declarations in the graph (models whose
+    config.meta.enrich is set). Invalid rows stay, with is_valid = false and a readable
+    invalid_reason. Incremental on landed_at; an enrichment whose declaration changed
+    (declaration_hash) has all its rows validated again.
+-#}
+
+{%- set declarations = [] -%}
+{%- if execute -%}
+    {%- for node in batch_enrich.declared_nodes() -%}
+        {%- do declarations.append(batch_enrich.resolve_declaration(node)) -%}
+    {%- endfor -%}
+{%- endif %}
+
+with
+
+declarations as (
+
+    {{ batch_enrich.declarations_table(declarations) }}
+
+),
+
+{% if is_incremental() %}
+
+validated_before as (
+
+    select distinct
+        enrichment,
+        declaration_hash
+    from {{ this }}
+
+),
+
+changed_declarations as (
+
+    select declarations.enrichment
+    from declarations
+    left join validated_before
+        on
+            declarations.enrichment = validated_before.enrichment
+            and declarations.declaration_hash = validated_before.declaration_hash
+    where validated_before.enrichment is null
+
+),
+
+{% endif %}
+
+parsed as (
+
+    select * from {{ ref('int_enrich__results_parsed') }}
+    {% if is_incremental() %}
+        where
+            landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
+            or enrichment in (select changed_declarations.enrichment from changed_declarations)
+    {% endif %}
+
+),
+
+checked as (
+
+    select
+        parsed.*,
+        {{ batch_enrich.declaration_hash_case(declarations) | indent(8) }} as declaration_hash,
+        {{ batch_enrich.invalid_reason(declarations) | indent(8) }} as invalid_reason
+
+    from parsed
+
+),
+
+final as (
+
+    select
+        batch_id,
+        custom_id,
+        submission_id,
+        enrichment,
+        primary_key,
+        request_hash,
+        input_hash,
+        attempt,
+        flag_reason,
+        request_model,
+        prompt_version,
+        request_max_tokens,
+        result_type,
+        stop_reason,
+        response_model,
+        output_source,
+        output_json,
+        content_text,
+        error_type,
+        error_message,
+        declaration_hash,
+        invalid_reason,
+        invalid_reason is null as is_valid,
+        landed_at
+
+    from checked
+
+)
+
+select * from final
