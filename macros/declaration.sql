@@ -32,10 +32,26 @@
 {%- endmacro %}
 
 
-{#- Every declared model node (enabled models whose config.meta.enrich is set), sorted by name. -#}
+{#-
+    Every declared model node (enabled models whose config.meta.enrich is set), sorted by
+    name. dbt compiles unit tests against a manifest without the project's nodes, so a unit
+    test supplies its declarations through the var `batch_enrich_declarations`
+    ({enrichment: declaration}); when that var is set it replaces the graph.
+-#}
 {% macro declared_nodes() -%}
     {%- set found = [] -%}
-    {%- if execute -%}
+    {%- set overridden = var('batch_enrich_declarations', none) -%}
+    {%- if overridden is not none -%}
+        {%- for name in overridden | sort -%}
+            {%- do found.append({
+                'name': name,
+                'unique_id': 'var.batch_enrich_declarations.' ~ name,
+                'resource_type': 'model',
+                'original_file_path': "var 'batch_enrich_declarations'",
+                'config': {'meta': {'enrich': overridden[name]}},
+            }) -%}
+        {%- endfor -%}
+    {%- elif execute -%}
         {%- for node in graph.nodes.values() | sort(attribute='name') -%}
             {%- if node.resource_type == 'model' and batch_enrich.node_enrich_meta(node) is not none -%}
                 {%- do found.append(node) -%}
