@@ -12,8 +12,9 @@ from connector.emulator.clock import Clock
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.errors import ApiError
 from connector.emulator.faults import FaultInjector, FaultSpec, batch_expires
-from connector.emulator.outputs import BatchContext, process_item
+from connector.emulator.outputs import BatchContext, ItemResult
 from connector.emulator.persistence import StateFile
+from connector.emulator.processor import Processor
 from connector.emulator.state import (
     ENDED,
     Batch,
@@ -21,6 +22,7 @@ from connector.emulator.state import (
     advance,
     batch_object,
     cancel,
+    ends_now,
     result_lines,
     rfc3339,
 )
@@ -38,53 +40,72 @@ class Emulator:
         self._state_file = StateFile(config.state_file) if config.state_file else None
         self.store = BatchStore(self._state_file)
         self.clock = Clock()
+        self.processor = Processor(self._finish_processing)
         if self._state_file is not None:
             offset, batches = self._state_file.load()
             self.clock = Clock(offset)
             self.store.load(batches)
+            for batch in self.store.pending():
+                self.processor.submit(batch, self._context(batch))
         self._stats_lock = threading.Lock()
         self._batches_created = 0
         self._requests_received = 0
         self._by_custom_id: Counter[str] = Counter()
         self._http_requests: Counter[str] = Counter()
+        self._http_seconds: dict[str, float] = {}
 
     # -- the API ---------------------------------------------------------------------
 
     def create(self, body: Any, *, anthropic_version: str | None, beta: bool) -> Batch:
-        """Validate the envelope, process every item (params errors become errored
-        lines), and commit the batch before answering."""
+        """Validate the envelope and commit the batch; its items are processed in the
+        background (params errors become errored lines then)."""
         pairs = validate_create_body(body, self.config.max_requests)
         now = self.clock.now()
         batch_id = self.store.new_id(now)
-        context = BatchContext(
-            batch_id=batch_id,
-            seed=self.config.seed,
-            faults=self.faults.spec,
-            fault_seed=self.faults.seed,
-            models=self.config.models,
-            anthropic_version=anthropic_version,
-            beta=beta,
-            cache=self.cache,
-            now=now,
-        )
-        results = [process_item(context, custom_id, params) for custom_id, params in pairs]
         batch = Batch(
             id=batch_id,
             created_at=now,
             custom_ids=[custom_id for custom_id, _ in pairs],
-            lines=[result.line for result in results],
-            result_types=[result.result_type for result in results],
+            pending=[params for _, params in pairs],
+            anthropic_version=anthropic_version,
+            fault_spec=str(self.faults.spec),
             beta=beta,
-            doomed=batch_expires(context.faults, context.fault_seed, batch_id),
+            doomed=batch_expires(self.faults.spec, self.faults.seed, batch_id),
         )
-        fired = [result.fault for result in results if result.fault]
-        self.faults.record(fired + (["batch_expire"] if batch.doomed else []))
+        if batch.doomed:
+            self.faults.record(["batch_expire"])
         self.store.add(batch)
         with self._stats_lock:
             self._batches_created += 1
             self._requests_received += batch.size
             self._by_custom_id.update(batch.custom_ids)
+        self.processor.submit(batch, self._context(batch))
         return batch
+
+    def _context(self, batch: Batch) -> BatchContext:
+        spec = FaultSpec.parse(batch.fault_spec)
+        return BatchContext(
+            batch_id=batch.id,
+            seed=self.config.seed,
+            faults=spec,
+            fault_seed=self.config.seed if spec.seed is None else spec.seed,
+            models=self.config.models,
+            anthropic_version=batch.anthropic_version,
+            beta=batch.beta,
+            cache=self.cache,
+            now=batch.created_at,
+        )
+
+    def _finish_processing(self, batch: Batch, results: list[ItemResult]) -> None:
+        try:
+            with self.store.lock:
+                batch.lines = [result.line for result in results]
+                batch.result_types = [result.result_type for result in results]
+                batch.pending = None
+                self.store.save_results(batch)
+            self.faults.record(result.fault for result in results if result.fault)
+        finally:
+            batch.ready.set()  # waiters must never hang, even if saving failed
 
     def retrieve(self, batch_id: str) -> Batch:
         return self._observe(batch_id, polled=True)
@@ -94,17 +115,14 @@ class Emulator:
     ) -> tuple[list[Batch], bool]:
         if before_id is not None and after_id is not None:
             raise ApiError(400, "before_id and after_id cannot both be set")
-        now = self.clock.now()
-        with self.store.lock:
-            page, has_more = self.store.page(limit, before_id, after_id)
-            for batch in page:
-                if advance(batch, now, self.timing, polled=False):
-                    self.store.save(batch)
+        page, has_more = self.store.page(limit, before_id, after_id)
+        for batch in page:
+            self._advance(batch, polled=False)
         return page, has_more
 
     def cancel(self, batch_id: str) -> Batch:
+        batch = self._observe(batch_id, polled=False)
         with self.store.lock:
-            batch = self._observe(batch_id, polled=False)
             if batch.status == ENDED:
                 raise ApiError(400, f"Batch {batch_id} has already ended and cannot be canceled")
             cancel(batch, self.clock.now(), self.timing)
@@ -112,8 +130,8 @@ class Emulator:
             return batch
 
     def delete(self, batch_id: str) -> None:
+        batch = self._observe(batch_id, polled=False)
         with self.store.lock:
-            batch = self._observe(batch_id, polled=False)
             if batch.status != ENDED:
                 raise ApiError(
                     400,
@@ -124,8 +142,8 @@ class Emulator:
 
     def results(self, batch_id: str) -> tuple[int, Iterator[bytes]]:
         """The number of result lines and an iterator over them (no newlines)."""
+        batch = self._observe(batch_id, polled=False)
         with self.store.lock:
-            batch = self._observe(batch_id, polled=False)
             if batch.status != ENDED:
                 raise ApiError(
                     404, f"Results of batch {batch_id} are not available until it has ended"
@@ -146,19 +164,32 @@ class Emulator:
         return batch_object(batch, self.clock.now(), results_url)
 
     def _observe(self, batch_id: str, *, polled: bool) -> Batch:
+        batch = self.store.get(batch_id)
+        self._advance(batch, polled=polled)
+        return batch
+
+    def _advance(self, batch: Batch, *, polled: bool) -> None:
+        """Apply due transitions; one that ends the batch first waits for its items to be
+        processed (never while holding the store lock, which processing needs)."""
+        if not batch.ready.is_set() and ends_now(
+            batch, self.clock.now(), self.timing, polled=polled
+        ):
+            batch.ready.wait()
         with self.store.lock:
-            batch = self.store.get(batch_id)
             if advance(batch, self.clock.now(), self.timing, polled=polled):
                 self.store.save(batch)
-            return batch
 
     # -- the test surface ------------------------------------------------------------
 
-    def count_call(self, endpoint: str) -> None:
+    def count_call(self, endpoint: str, seconds: float) -> None:
+        """Count one API call and the time the emulator spent answering it."""
         with self._stats_lock:
             self._http_requests[endpoint] += 1
+            self._http_seconds[endpoint] = self._http_seconds.get(endpoint, 0.0) + seconds
 
     def stats(self) -> dict[str, Any]:
+        """Counters; waits for background processing so item fault counts are final."""
+        self.processor.wait_idle()
         with self._stats_lock:
             return {
                 "batches_created": self._batches_created,
@@ -167,6 +198,7 @@ class Emulator:
                 "faults_fired": self.faults.fired(),
                 "batches": self.store.ids(),
                 "http_requests": dict(self._http_requests),
+                "http_seconds": {k: round(v, 6) for k, v in self._http_seconds.items()},
                 "faults": str(self.faults.spec),
                 "clock_offset_seconds": self.clock.offset,
             }
@@ -184,6 +216,7 @@ class Emulator:
         return offset
 
     def close(self) -> None:
+        self.processor.close()
         if self._state_file is not None:
             with self.store.lock:
                 self._state_file.close()

@@ -79,7 +79,7 @@ def expired_line(custom_id: str) -> bytes:
     return b'{"custom_id":"' + custom_id.encode() + b'","result":{"type":"expired"}}'
 
 
-def errored_line(custom_id: str, error_type: str, message: str, request_id: str) -> bytes:
+def errored_line(custom_id: str, error_type: str, message: str, request_id: str | None) -> bytes:
     result = {"type": ERRORED, "error": error_object(error_type, message, request_id)}
     return orjson.dumps({"custom_id": custom_id, "result": result})
 

@@ -7,10 +7,14 @@ then the endpoint itself. `/_emulator/*` needs no auth and never faults.
 
 from __future__ import annotations
 
+import gc
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,9 +53,42 @@ class Call:
 
     def json(self) -> Any:
         try:
-            return orjson.loads(self.body or b"null")
+            if len(self.body) < _LARGE_BODY_BYTES:
+                return orjson.loads(self.body or b"null")
+            with _GC_PAUSE.paused():
+                return orjson.loads(self.body)
         except orjson.JSONDecodeError as error:
             raise ApiError(400, f"The request body is not valid JSON: {error}") from None
+
+
+class _GcPause:
+    """Pauses the cyclic GC while large bodies are parsed: the millions of containers
+    a 100,000-request body creates otherwise trigger repeated full collections, which
+    made parsing three times slower. Reference counting still frees garbage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = True
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_GC_PAUSE = _GcPause()
+_LARGE_BODY_BYTES = 1 << 20
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -103,13 +140,15 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         request_id = new_request_id()
         url = urlsplit(self.path)
+        started = time.perf_counter()
+        endpoint: str | None = None
         try:
             body = self._read_body()
             route, params = _match(method, url.path)
             call = Call(request_id, params, parse_qs(url.query), body)
             if not route.public:
+                endpoint = route.endpoint
                 self._authenticate()
-                self.engine.count_call(route.endpoint)
                 self._inject_http_fault(route.endpoint)
             route.action(self, call)
         except ApiError as error:
@@ -120,6 +159,9 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"emulator: internal error: {error!r}\n")
             failure = ApiError(500, f"Emulator internal error: {error!r}")
             self.send_json(500, failure.body(request_id), request_id)
+        finally:
+            if endpoint is not None:
+                self.engine.count_call(endpoint, time.perf_counter() - started)
 
     def _read_body(self) -> bytes:
         limit = self.engine.config.max_body_bytes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,11 +40,19 @@ class Timing:
 
 @dataclass
 class Batch:
+    """A batch. Its items are processed once, in the background, right after create:
+    until then `pending` holds their params and `ready` is unset; afterwards `lines`
+    holds each item's result line (should the batch get to it) and `result_types`
+    that line's type."""
+
     id: str
     created_at: float
     custom_ids: list[str]
-    lines: list[bytes]  # each item's result line, should the batch process it
-    result_types: list[str]  # and that line's result type
+    pending: list[Any] | None = None
+    lines: list[bytes] = field(default_factory=list)
+    result_types: list[str] = field(default_factory=list)
+    anthropic_version: str | None = None
+    fault_spec: str = ""
     beta: bool = False
     doomed: bool = False  # the batch_expire fault: every item ends expired
     status: str = IN_PROGRESS
@@ -54,6 +63,7 @@ class Batch:
     end_reason: str | None = None  # completed | canceled | expired | batch_expire
     processed: int = 0  # items (a prefix in request order) that kept their own result
     counts: dict[str, int] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -72,6 +82,8 @@ class Batch:
         return {
             "id": self.id,
             "created_at": self.created_at,
+            "anthropic_version": self.anthropic_version,
+            "fault_spec": self.fault_spec,
             "beta": self.beta,
             "doomed": self.doomed,
             "status": self.status,
@@ -96,8 +108,20 @@ def progress(batch: Batch, now: float, timing: Timing) -> float:
     return min(1.0, batch.polls / timing.ended_after_polls)
 
 
+def ends_now(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
+    """Whether `advance` with these arguments would end the batch (it then needs the
+    batch's processed results)."""
+    if batch.status == ENDED:
+        return False
+    if batch.status == CANCELING and polled:
+        return True
+    polls = batch.polls + 1 if polled else batch.polls
+    return _natural_end(batch, now, timing, polls) is not None or now >= batch.expires_at
+
+
 def advance(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
-    """Apply every transition due at `now`; `polled` marks a retrieve. True if changed."""
+    """Apply every transition due at `now`; `polled` marks a retrieve. True if changed.
+    Ending a batch needs its results: callers wait for `batch.ready` first."""
     if batch.status == ENDED:
         return False
     if polled:
@@ -105,7 +129,7 @@ def advance(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
     if batch.status == CANCELING and polled:
         _end(batch, now, "canceled", batch.cancel_progress or 0.0)
         return True
-    natural_end = _natural_end(batch, now, timing)
+    natural_end = _natural_end(batch, now, timing, batch.polls)
     ends_in_time = natural_end is not None and natural_end < batch.expires_at
     if ends_in_time and natural_end is not None and batch.status == IN_PROGRESS:
         _end(batch, natural_end, "batch_expire" if batch.doomed else "completed", 1.0)
@@ -119,11 +143,11 @@ def advance(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
     return polled
 
 
-def _natural_end(batch: Batch, now: float, timing: Timing) -> float | None:
+def _natural_end(batch: Batch, now: float, timing: Timing, polls: int) -> float | None:
     if timing.processing_seconds is not None:
         end = batch.created_at + timing.processing_seconds
         return end if now >= end else None
-    return now if batch.polls > timing.ended_after_polls else None
+    return now if polls > timing.ended_after_polls else None
 
 
 def cancel(batch: Batch, now: float, timing: Timing) -> None:

@@ -66,8 +66,20 @@ class BatchStore:
             with self.lock:
                 self._state_file.update(batch)
 
+    def save_results(self, batch: Batch) -> None:
+        """Persist a batch's processed results (a no-op without a state file)."""
+        if self._state_file is not None:
+            with self.lock:
+                self._state_file.save_results(batch)
+
+    def pending(self) -> list[Batch]:
+        """Batches whose items still await processing, oldest first."""
+        with self.lock:
+            return [self._batches[i] for i in self._ids if not self._batches[i].ready.is_set()]
+
     def delete(self, batch_id: str) -> None:
         with self.lock:
+            self.get(batch_id)
             if self._state_file is not None:
                 self._state_file.delete(batch_id)
             del self._batches[batch_id]
