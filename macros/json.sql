@@ -228,7 +228,7 @@
 
 {#-
     A join clause that parses `expression` into the adapter's JSON type once per row and
-    exposes it as `<alias>.value`. On Postgres the `offset 0` keeps the planner from
+    exposes it as `<alias>.evaluated`. On Postgres the `offset 0` keeps the planner from
     inlining the cast into every extraction (each `#>>` would parse the line again, about
     3x slower for a staging view), while filters on the outer table are still pushed
     down to its scan.
@@ -238,23 +238,23 @@
 {%- endmacro %}
 
 {% macro default__join_json_once(expression, alias) -%}
-    cross join lateral (select {{ batch_enrich.as_json(expression) }} as value) as {{ alias }}
+    cross join lateral (select {{ batch_enrich.as_json(expression) }} as evaluated) as {{ alias }}
 {%- endmacro %}
 
 {% macro postgres__join_json_once(expression, alias) -%}
-    cross join lateral (select {{ batch_enrich.as_json(expression) }} as value offset 0) as {{ alias }}
+    cross join lateral (select {{ batch_enrich.as_json(expression) }} as evaluated limit all offset 0) as {{ alias }}
 {%- endmacro %}
 
 
-{#- Like `join_json_once`, for any expression: evaluated once per row as `<alias>.value`. -#}
+{#- Like `join_json_once`, for any expression: evaluated once per row as `<alias>.evaluated`. -#}
 {% macro join_evaluated_once(expression, alias) -%}
     {{- return(adapter.dispatch('join_evaluated_once', 'batch_enrich')(expression, alias)) -}}
 {%- endmacro %}
 
 {% macro default__join_evaluated_once(expression, alias) -%}
-    cross join lateral (select {{ expression }} as value) as {{ alias }}
+    cross join lateral (select {{ expression }} as evaluated) as {{ alias }}
 {%- endmacro %}
 
 {% macro postgres__join_evaluated_once(expression, alias) -%}
-    cross join lateral (select {{ expression }} as value offset 0) as {{ alias }}
+    cross join lateral (select {{ expression }} as evaluated limit all offset 0) as {{ alias }}
 {%- endmacro %}

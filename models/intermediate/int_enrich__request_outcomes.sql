@@ -57,16 +57,16 @@ joined as (
         batches.batch_status,
         batches.note as batch_note,
         batches.intent_at,
-        coalesce(batches.is_in_flight, false) as is_batch_in_flight,
-        coalesce(batches.is_lost, batches.submission_id is null) as is_batch_lost,
-        landed_lines.custom_id is not null as has_line,
-        validated.custom_id is not null as has_validated_result,
         validated.result_type,
         validated.stop_reason,
         validated.error_type,
         validated.is_valid,
         validated.invalid_reason,
-        landed_lines.landed_at
+        landed_lines.landed_at,
+        coalesce(batches.is_in_flight, false) as is_batch_in_flight,
+        coalesce(batches.is_lost, batches.submission_id is null) as is_batch_lost,
+        landed_lines.custom_id is not null as has_line,
+        validated.custom_id is not null as has_validated_result
 
     from requests
     left join batches
@@ -123,21 +123,22 @@ final as (
         max_tokens,
         batch_status,
         outcome,
+        error_type,
+        stop_reason,
+        intent_at,
+        landed_at,
         case
             when outcome = 'missing' then 'the batch landed without a result line for this custom_id'
             when outcome = 'lost'
-                then 'batch ' || coalesce(batch_status, 'row missing from the ledger')
-                || coalesce(': ' || batch_note, '')
+                then
+                    'batch ' || coalesce(batch_status, 'row missing from the ledger')
+                    || coalesce(': ' || batch_note, '')
             when outcome in ('in_flight', 'succeeded_valid') then null
             else invalid_reason
         end as outcome_reason,
-        error_type,
-        stop_reason,
         outcome <> 'in_flight' as is_settled,
         outcome in ('errored_retryable', 'expired', 'canceled', 'missing', 'lost') as is_retryable,
-        outcome in ('truncated', 'succeeded_invalid') as is_repairable,
-        intent_at,
-        landed_at
+        outcome in ('truncated', 'succeeded_invalid') as is_repairable
 
     from classified
 

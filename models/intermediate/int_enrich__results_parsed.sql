@@ -79,7 +79,7 @@ with_text_json as (
 
     select
         with_requests.*,
-        text_json.value as text_json
+        text_json.evaluated as text_json
 
     from with_requests
     {{ batch_enrich.join_evaluated_once(
@@ -111,13 +111,6 @@ final as (
         message_id,
         content_text,
         tool_name,
-        case
-            when tool_name is not null then 'tool_use'
-            when content_text is not null then 'text'
-        end as output_source,
-        coalesce(tool_input, text_json) as output_json,
-        tool_name is null and content_text is not null and text_json is null as has_json_parse_error,
-        submission_id is not null as has_request,
         error_type,
         error_message,
         input_tokens,
@@ -127,7 +120,14 @@ final as (
         cache_creation_5m_input_tokens,
         cache_creation_1h_input_tokens,
         service_tier,
-        landed_at
+        landed_at,
+        case
+            when tool_name is not null then 'tool_use'
+            when content_text is not null then 'text'
+        end as output_source,
+        coalesce(tool_input, text_json) as output_json,
+        tool_name is null and content_text is not null and text_json is null as has_json_parse_error,
+        submission_id is not null as has_request
 
     from with_text_json
 

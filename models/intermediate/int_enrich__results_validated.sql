@@ -21,38 +21,24 @@ declarations as (
 
 ),
 
-{% if is_incremental() %}
-
-validated_before as (
-
-    select distinct
-        enrichment,
-        declaration_hash
-    from {{ this }}
-
-),
-
-changed_declarations as (
-
-    select declarations.enrichment
-    from declarations
-    left join validated_before
-        on
-            declarations.enrichment = validated_before.enrichment
-            and declarations.declaration_hash = validated_before.declaration_hash
-    where validated_before.enrichment is null
-
-),
-
-{% endif %}
-
 parsed as (
 
     select * from {{ ref('int_enrich__results_parsed') }}
     {% if is_incremental() %}
         where
             landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
-            or enrichment in (select changed_declarations.enrichment from changed_declarations)
+            or enrichment in (
+                {#- enrichments whose declaration changed since their rows were validated -#}
+                select declarations.enrichment
+                from declarations
+                where not exists (
+                    select 1
+                    from {{ this }} as validated_before
+                    where
+                        validated_before.enrichment = declarations.enrichment
+                        and validated_before.declaration_hash = declarations.declaration_hash
+                )
+            )
     {% endif %}
 
 ),
@@ -93,8 +79,8 @@ final as (
         error_message,
         declaration_hash,
         invalid_reason,
-        invalid_reason is null as is_valid,
-        landed_at
+        landed_at,
+        invalid_reason is null as is_valid
 
     from checked
 

@@ -50,14 +50,14 @@ final as (
         prompt_version,
         max_tokens,
         outcome as failure_type,
-        coalesce(outcome_reason, outcome) as failure_reason,
         error_type,
         stop_reason,
         is_retryable,
         is_repairable,
-        coalesce(last_success_intent_at > intent_at, false) as is_resolved_later,
         intent_at,
-        landed_at
+        landed_at,
+        coalesce(outcome_reason, outcome) as failure_reason,
+        coalesce(last_success_intent_at > intent_at, false) as is_resolved_later
 
     from with_resolution
     where outcome in (

@@ -105,14 +105,16 @@ joined as (
         batches.batch_status,
         batches.processing_status,
         batches.request_count,
-        coalesce(request_line_counts.ledger_request_rows, 0) as ledger_request_rows,
         batches.succeeded_count,
         batches.errored_count,
         batches.canceled_count,
         batches.expired_count,
+        batches.landed_lines,
+        batches.intent_at,
+        batches.landed_at,
+        coalesce(request_line_counts.ledger_request_rows, 0) as ledger_request_rows,
         batches.succeeded_count + batches.errored_count + batches.canceled_count + batches.expired_count
             as api_result_count,
-        batches.landed_lines,
         coalesce(line_counts.line_count, 0) as line_count,
         coalesce(line_counts.succeeded_lines, 0) as succeeded_lines,
         coalesce(line_counts.errored_lines, 0) as errored_lines,
@@ -122,9 +124,7 @@ joined as (
         coalesce(request_line_counts.requests_without_line, 0) as requests_without_line,
         coalesce(request_line_counts.requests_with_multiple_lines, 0) as requests_with_multiple_lines,
         coalesce(outcome_counts.requests_with_outcome, 0) as requests_with_outcome,
-        coalesce(outcome_counts.succeeded_valid_count, 0) as succeeded_valid_count,
-        batches.intent_at,
-        batches.landed_at
+        coalesce(outcome_counts.succeeded_valid_count, 0) as succeeded_valid_count
 
     from batches
     left join request_line_counts
