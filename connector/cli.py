@@ -69,12 +69,17 @@ def project_options(func: F) -> F:
 
 
 def _setup_logging(verbose: int) -> None:
+    """Log to stderr from our loggers (and the SDK's at -vv). dbt, imported later,
+    manages the root logger itself, so the handler sits on named loggers."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    names = ["connector"] + (["anthropic", "httpx2"] if verbose >= 2 else [])
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _fail(exc: EnrichError, as_json: bool) -> None:

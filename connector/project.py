@@ -143,18 +143,24 @@ def _manifest_is_stale(manifest: Path, project_dir: Path, conf: Mapping[str, Any
 
 
 def run_dbt(args: list[str], project_dir: Path, profiles_dir: Path, target: str | None) -> None:
-    """Run one dbt command in-process; raise ConfigError with dbt's message on failure."""
+    """Run one dbt command in-process; raise ConfigError with dbt's errors on failure."""
     from dbt.cli.main import dbtRunner
 
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
     if target:
         full += ["--target", target]
+    errors: list[str] = []
+
+    def collect(event: Any) -> None:
+        if getattr(event.info, "level", "") == "error" and event.info.msg:
+            errors.append(str(event.info.msg))
+
     log.info("running dbt %s", " ".join(args))
-    result = dbtRunner().invoke(["--quiet", *full])
+    result = dbtRunner(callbacks=[collect]).invoke(["--quiet", *full])
     if not result.success:
-        detail = f": {result.exception}" if result.exception else ""
-        raise ConfigError(f"dbt {' '.join(args)} failed{detail}")
+        detail = "; ".join(errors[-5:]) or (str(result.exception) if result.exception else "")
+        raise ConfigError(f"dbt {' '.join(args)} failed: {detail or 'see dbt logs'}")
 
 
 def load_manifest(

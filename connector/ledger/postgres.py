@@ -79,9 +79,12 @@ class PostgresLedger:
 
     def version(self) -> int | None:
         with self._conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (f'"{self._schema}".ledger_version',))
-            row = cur.fetchone()
-            if row is None or row[0] is None:
+            cur.execute(
+                "select 1 from information_schema.tables "
+                "where table_schema = %s and table_name = 'ledger_version'",
+                (self._schema,),
+            )
+            if cur.fetchone() is None:
                 self._conn.rollback()
                 return None
             cur.execute(sql.SQL("select max(version) from {}").format(self._t("ledger_version")))
@@ -261,7 +264,7 @@ class PostgresLedger:
         if new is BatchStatus.SUBMITTED:
             sets.append(sql.SQL("submitted_at = now()"))
         if note is not None:
-            sets.append(sql.SQL("note = concat_ws('; ', note, %(note)s)"))
+            sets.append(sql.SQL("note = concat_ws('; ', note, %(note)s::text)"))
         query = sql.SQL(
             "update {} set {} where submission_id = %(sid)s and status = %(old)s"
         ).format(self._t("batches"), sql.SQL(", ").join(sets))

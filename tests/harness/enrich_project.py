@@ -5,6 +5,7 @@ connector must not rely on the package's flagging to avoid double submission.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,10 @@ import yaml
 from dbt.cli.main import dbtRunner
 from psycopg import sql
 
+from connector.settings import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-ant-test-SECRET-do-not-leak-0123456789"
 LEDGER_SCHEMA = "enrich"
 APP_SCHEMA = "app"
 
@@ -61,7 +65,9 @@ def sample_declarations() -> dict[str, dict[str, Any]]:
     """items: integer key; docs: text key, small byte limit; pairs: composite key;
     broken: an invalid declaration that must not stop the others."""
     docs = default_declaration() | {
-        "primary_key": "doc_key", "max_batch_bytes": 20_000, "max_requests_per_batch": 1000,
+        "primary_key": "doc_key",
+        "max_batch_bytes": 20_000,
+        "max_requests_per_batch": 1000,
     }
     pairs = default_declaration() | {"primary_key": ["region", "seq"]}
     broken = default_declaration() | {"max_tokens": "lots"}
@@ -96,13 +102,14 @@ def write_project(
                 "config-version": 2,
                 "profile": "batch_enrich",
                 "model-paths": ["models"],
-                "vars": {"batch_enrich_examples": False, "batch_enrich_ledger_schema": ledger_schema},
+                "vars": {
+                    "batch_enrich_examples": False,
+                    "batch_enrich_ledger_schema": ledger_schema,
+                },
             }
         )
     )
-    (project / "packages.yml").write_text(
-        yaml.safe_dump({"packages": [{"local": str(REPO_ROOT)}]})
-    )
+    (project / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO_ROOT)}]}))
     (project / "profiles.yml").write_text(PROFILES)
     schema_yml: dict[str, Any] = {"version": 2, "models": []}
     for name, decl in declarations.items():
@@ -154,7 +161,8 @@ def create_source(
     """Create app.<name>_src (key columns..., prompt text) and insert rows."""
     table = sql.Identifier(APP_SCHEMA, f"{name}_src")
     cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in key_types  # type: ignore[arg-type]
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+        for c, t in key_types  # type: ignore[arg-type]
     )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(APP_SCHEMA)))
@@ -163,7 +171,10 @@ def create_source(
 
 
 def insert_rows(
-    conninfo: str, name: str, rows: Sequence[Sequence[object]], key_cols: Sequence[str] = ("item_id",)
+    conninfo: str,
+    name: str,
+    rows: Sequence[Sequence[object]],
+    key_cols: Sequence[str] = ("item_id",),
 ) -> None:
     table = sql.Identifier(APP_SCHEMA, f"{name}_src")
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*key_cols, "prompt"])
@@ -181,7 +192,8 @@ def create_flagged_views(conninfo: str, project: Path, names: Sequence[str]) -> 
             body = (project / "models" / f"{name}__flagged.sql").read_text().splitlines()[1:]
             conn.execute(
                 sql.SQL("create or replace view {} as {}").format(
-                    sql.Identifier("analytics", f"{name}__flagged"), sql.SQL("\n".join(body))  # type: ignore[arg-type]
+                    sql.Identifier("analytics", f"{name}__flagged"),
+                    sql.SQL("\n".join(body)),  # type: ignore[arg-type]
                 )
             )
 
@@ -189,3 +201,7 @@ def create_flagged_views(conninfo: str, project: Path, names: Sequence[str]) -> 
 def fetch(conninfo: str, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as conn:
         return [tuple(r) for r in conn.execute(query, params).fetchall()]  # type: ignore[arg-type]
+
+
+def with_(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

@@ -3,19 +3,16 @@ the emulator over real HTTP, and the environment `enrich` reads."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.enrich_project import dbt_prepare, sample_declarations, write_project
+from harness.enrich_project import API_KEY, dbt_prepare, sample_declarations, write_project
 from harness.postgres import PgCluster, PgDatabase
 
 from connector.emulator import EmulatorConfig, run_emulator
 from connector.settings import Settings
-
-API_KEY = "sk-ant-test-SECRET-do-not-leak-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +29,7 @@ def emulator() -> Iterator[Any]:
 
 
 @pytest.fixture
-def enrich_env(
-    pg_db: PgDatabase, emulator: Any, monkeypatch: pytest.MonkeyPatch
-) -> PgDatabase:
+def enrich_env(pg_db: PgDatabase, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> PgDatabase:
     for key, value in pg_db.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
@@ -53,7 +48,3 @@ def settings(enrich_project: Path) -> Settings:
         reconcile_grace_seconds=0.0,
         max_wait_seconds=60.0,
     )
-
-
-def with_(settings: Settings, **changes: Any) -> Settings:
-    return dataclasses.replace(settings, **changes)

@@ -13,7 +13,10 @@ from connector.sync import sync
 
 
 def _prompts(start: int, stop: int) -> list[tuple[object, ...]]:
-    return [(i, f"Item {i}: a {'sturdy' if i % 3 else 'flimsy'} widget, colour {i % 7}") for i in range(start, stop)]
+    return [
+        (i, f"Item {i}: a {'sturdy' if i % 3 else 'flimsy'} widget, colour {i % 7}")
+        for i in range(start, stop)
+    ]
 
 
 def _setup(db: PgDatabase, project: Path, rows: list[tuple[object, ...]]) -> None:

@@ -51,7 +51,9 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
     assert set(received) == {str(i) for i in range(ROWS)}
     # no row submitted twice: the orphan batch (if any) was adopted, not duplicated
     assert max(received.values()) == 1, received.most_common(3)
-    statuses = Counter(s for (s,) in fetch(enrich_env.conninfo, "select status from enrich.batches"))
+    statuses = Counter(
+        s for (s,) in fetch(enrich_env.conninfo, "select status from enrich.batches")
+    )
     if crash_at == "after_intent":
         assert statuses["abandoned"] == 1  # the intent never reached the API
     if crash_at == "after_create":

@@ -53,7 +53,9 @@ def _outcomes(conninfo: str) -> list[tuple[Any, ...]]:
     )
 
 
-@pytest.mark.parametrize("spec", FAULTS, ids=[f.split("=")[0] if "," not in f[:-30] else f for f in FAULTS])
+@pytest.mark.parametrize(
+    "spec", FAULTS, ids=[f.split("=")[0] if "," not in f[:-30] else f for f in FAULTS]
+)
 def test_faults_lose_nothing_and_land_nothing_twice(
     spec: str, enrich_env: PgDatabase, enrich_project: Path, settings: Settings, emulator: Any
 ) -> None:
@@ -65,8 +67,10 @@ def test_faults_lose_nothing_and_land_nothing_twice(
 
     for _ in range(15):
         report = sync(settings)
-        if report.in_flight == 0 and sum(s.submitted for s in report.submitted) == 0 and not any(
-            s.stopped for s in report.submitted
+        if (
+            report.in_flight == 0
+            and sum(s.submitted for s in report.submitted) == 0
+            and not any(s.stopped for s in report.submitted)
         ):
             break
     else:

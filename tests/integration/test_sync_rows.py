@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.enrich_project import KEY_TYPES, create_flagged_views, create_source, fetch
+from harness.enrich_project import KEY_TYPES, create_flagged_views, create_source, fetch, with_
 from harness.postgres import PgDatabase
 
 from connector.custom_id import CUSTOM_ID_RE
 from connector.settings import Settings
 from connector.sync import sync
-
-from .conftest import with_
 
 ODD_KEYS = [
     "plain-key_1",
@@ -46,7 +44,9 @@ def _landed_by_key(conninfo: str, enrichment: str) -> dict[str, tuple[str, str]]
 def test_text_keys_verbatim_or_encoded_round_trip(
     enrich_env: PgDatabase, enrich_project: Path, settings: Settings
 ) -> None:
-    create_source(enrich_env.conninfo, "docs", [(k, f"Doc {k!r}") for k in ODD_KEYS], KEY_TYPES["docs"])
+    create_source(
+        enrich_env.conninfo, "docs", [(k, f"Doc {k!r}") for k in ODD_KEYS], KEY_TYPES["docs"]
+    )
     create_flagged_views(enrich_env.conninfo, enrich_project, ["docs"])
 
     report = sync(with_(settings, select=("docs",)))
@@ -65,7 +65,11 @@ def test_text_keys_verbatim_or_encoded_round_trip(
 def test_composite_keys_round_trip(
     enrich_env: PgDatabase, enrich_project: Path, settings: Settings
 ) -> None:
-    rows = [(region, seq, f"{region} #{seq}") for region in ("eu west", "us/east", "ap") for seq in range(5)]
+    rows = [
+        (region, seq, f"{region} #{seq}")
+        for region in ("eu west", "us/east", "ap")
+        for seq in range(5)
+    ]
     create_source(enrich_env.conninfo, "pairs", rows, KEY_TYPES["pairs"])
     create_flagged_views(enrich_env.conninfo, enrich_project, ["pairs"])
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from harness.enrich_project import (
+    API_KEY,
     KEY_TYPES,
     create_flagged_views,
     create_source,
@@ -19,6 +20,7 @@ from harness.enrich_project import (
     default_declaration,
     fetch,
     insert_rows,
+    with_,
     write_project,
 )
 from harness.postgres import PgCluster, PgDatabase
@@ -27,8 +29,6 @@ from psycopg import sql
 from connector.emulator import EmulatorConfig, run_emulator
 from connector.settings import Settings
 from connector.sync import sync
-
-from .conftest import API_KEY, with_
 
 
 def _all_ledger_text(conninfo: str, schema: str) -> str:
@@ -52,7 +52,9 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    create_source(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(30)], KEY_TYPES["items"])
+    create_source(
+        enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(30)], KEY_TYPES["items"]
+    )
     create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
     monkeypatch.setenv("ANTHROPIC_LOG", "debug")
     caplog.set_level(logging.DEBUG)
@@ -60,16 +62,18 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
     sync(settings)
     assert fetch(enrich_env.conninfo, "select count(*) from enrich.results_raw")[0][0] == 30
 
-    # a subprocess at the highest verbosity, and one whose key the API refuses
+    # a subprocess at the highest verbosity (with work to do), and one whose key the
+    # API refuses
+    insert_rows(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(30, 35)])
     env = dict(os.environ)
     verbose = subprocess.run(
         [sys.executable, "-m", "connector", "sync", "--project-dir", str(enrich_project),
-         "--select", "items", "-vv", "--poll-interval", "0"],
+         "--select", "items", "-vv", "--poll-interval", "0", "--wait"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert "DEBUG" in verbose.stderr  # debug logging really was on
-    insert_rows(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(30, 35)])
+    insert_rows(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(35, 40)])
     with run_emulator(EmulatorConfig(api_key="sk-ant-the-only-valid-key")) as strict:
         env["ANTHROPIC_BASE_URL"] = strict.base_url
         refused = subprocess.run(
@@ -122,7 +126,9 @@ def weird_project(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluste
 def test_schema_names_with_quotes_and_semicolons_are_identifiers(
     enrich_env: PgDatabase, weird_project: Path, settings: Settings, emulator: Any
 ) -> None:
-    create_source(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(10)], KEY_TYPES["items"])
+    create_source(
+        enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(10)], KEY_TYPES["items"]
+    )
     create_flagged_views(enrich_env.conninfo, weird_project, ["items"])
 
     report = sync(with_(settings, project_dir=weird_project))
@@ -131,7 +137,9 @@ def test_schema_names_with_quotes_and_semicolons_are_identifiers(
     schema = 'led"ger; drop table app.items_src; --'
     count = fetch(
         enrich_env.conninfo,
-        sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "results_raw")).as_string(None),  # type: ignore[arg-type]
+        sql.SQL("select count(*) from {}")
+        .format(sql.Identifier(schema, "results_raw"))
+        .as_string(None),  # type: ignore[arg-type]
     )
     assert count[0][0] == 10
     assert fetch(enrich_env.conninfo, "select count(*) from app.items_src")[0][0] == 10
