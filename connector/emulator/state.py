@@ -2,7 +2,7 @@
 
     in_progress ──(ended_after_polls retrieves, or processing_seconds)──▶ ended
         │                                                                 ▲
-        └──cancel──▶ canceling ──(next retrieve)──────────────────────────┤
+        └──cancel──▶ canceling ──(next retrieve, or 24 h)─────────────────┤
         └──24 h after created_at, not ended──▶ ended (unprocessed items expired)
 
 Items are processed in request order as the batch progresses (by retrieves, or by
@@ -113,41 +113,51 @@ def ends_now(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
     batch's processed results)."""
     if batch.status == ENDED:
         return False
-    if batch.status == CANCELING and polled:
+    if _time_end(batch, now, timing) is not None or now >= batch.expires_at:
         return True
-    polls = batch.polls + 1 if polled else batch.polls
-    return _natural_end(batch, now, timing, polls) is not None or now >= batch.expires_at
+    if not polled:
+        return False
+    return batch.status == CANCELING or _polls_end(batch.polls + 1, timing)
 
 
 def advance(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:
     """Apply every transition due at `now`; `polled` marks a retrieve. True if changed.
-    Ending a batch needs its results: callers wait for `batch.ready` first."""
+
+    What fell due before this call (the processing time, the 24 h expiry) applies
+    first; then the call itself counts as a poll. Ending a batch needs its results:
+    callers wait for `batch.ready` first."""
     if batch.status == ENDED:
         return False
-    if polled:
-        batch.polls += 1
-    if batch.status == CANCELING and polled:
-        _end(batch, now, "canceled", batch.cancel_progress or 0.0)
-        return True
-    natural_end = _natural_end(batch, now, timing, batch.polls)
-    ends_in_time = natural_end is not None and natural_end < batch.expires_at
-    if ends_in_time and natural_end is not None and batch.status == IN_PROGRESS:
-        _end(batch, natural_end, "batch_expire" if batch.doomed else "completed", 1.0)
+    time_end = _time_end(batch, now, timing)
+    if time_end is not None:
+        _end(batch, time_end, "batch_expire" if batch.doomed else "completed", 1.0)
         return True
     if now >= batch.expires_at:
-        share = batch.cancel_progress if batch.status == CANCELING else None
-        if share is None:
-            share = progress(batch, batch.expires_at, timing)
-        _end(batch, batch.expires_at, "expired", share)
+        if batch.status == CANCELING:  # canceling takes far less than a day
+            _end(batch, batch.expires_at, "canceled", batch.cancel_progress or 0.0)
+        else:
+            _end(batch, batch.expires_at, "expired", progress(batch, batch.expires_at, timing))
         return True
-    return polled
+    if not polled:
+        return False
+    batch.polls += 1
+    if batch.status == CANCELING:
+        _end(batch, now, "canceled", batch.cancel_progress or 0.0)
+    elif _polls_end(batch.polls, timing):
+        _end(batch, now, "batch_expire" if batch.doomed else "completed", 1.0)
+    return True
 
 
-def _natural_end(batch: Batch, now: float, timing: Timing, polls: int) -> float | None:
-    if timing.processing_seconds is not None:
-        end = batch.created_at + timing.processing_seconds
-        return end if now >= end else None
-    return now if polls > timing.ended_after_polls else None
+def _time_end(batch: Batch, now: float, timing: Timing) -> float | None:
+    """When an in-progress batch finished processing by time, if it has by `now`."""
+    if timing.processing_seconds is None or batch.status != IN_PROGRESS:
+        return None
+    end = batch.created_at + timing.processing_seconds
+    return end if now >= end and end < batch.expires_at else None
+
+
+def _polls_end(polls: int, timing: Timing) -> bool:
+    return timing.processing_seconds is None and polls > timing.ended_after_polls
 
 
 def cancel(batch: Batch, now: float, timing: Timing) -> None:

@@ -160,3 +160,17 @@ def test_list_pages_newest_first_with_cursors_both_ways() -> None:
     store.delete(newest_first[2])
     page, _ = store.page(3, None, newest_first[2])
     assert [b.id for b in page] == newest_first[3:6], "a deleted cursor still works"
+
+
+def test_a_retrieve_after_the_expiry_is_not_progress() -> None:
+    batch, timing = make_batch(), Timing(ended_after_polls=1)
+    assert ends_now(batch, T0 + EXPIRES_AFTER_SECONDS, timing, polled=True)
+    advance(batch, T0 + EXPIRES_AFTER_SECONDS + 60, timing, polled=True)
+    assert batch.end_reason == "expired" and request_counts(batch)["expired"] == 10
+
+
+def test_a_canceling_batch_ends_canceled_even_a_day_later() -> None:
+    batch, timing = make_batch(), Timing(ended_after_polls=1)
+    cancel(batch, T0 + 1, timing)
+    advance(batch, T0 + EXPIRES_AFTER_SECONDS + 1, timing, polled=False)
+    assert batch.end_reason == "canceled" and request_counts(batch)["canceled"] == 10
