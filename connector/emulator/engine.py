@@ -181,10 +181,14 @@ class Emulator:
 
     # -- the test surface ------------------------------------------------------------
 
-    def count_call(self, endpoint: str, seconds: float) -> None:
-        """Count one API call and the time the emulator spent answering it."""
+    def count_call(self, endpoint: str) -> None:
+        """Count one API call (before it is answered, so a client sees it counted)."""
         with self._stats_lock:
             self._http_requests[endpoint] += 1
+
+    def add_call_time(self, endpoint: str, seconds: float) -> None:
+        """Add the time the emulator spent answering one call of `endpoint`."""
+        with self._stats_lock:
             self._http_seconds[endpoint] = self._http_seconds.get(endpoint, 0.0) + seconds
 
     def stats(self) -> dict[str, Any]:

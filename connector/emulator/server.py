@@ -148,6 +148,7 @@ class Handler(BaseHTTPRequestHandler):
             call = Call(request_id, params, parse_qs(url.query), body)
             if not route.public:
                 endpoint = route.endpoint
+                self.engine.count_call(endpoint)
                 self._authenticate()
                 self._inject_http_fault(route.endpoint)
             route.action(self, call)
@@ -161,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(500, failure.body(request_id), request_id)
         finally:
             if endpoint is not None:
-                self.engine.count_call(endpoint, time.perf_counter() - started)
+                self.engine.add_call_time(endpoint, time.perf_counter() - started)
 
     def _read_body(self) -> bytes:
         limit = self.engine.config.max_body_bytes

@@ -169,14 +169,20 @@ def test_every_result_type_matches_the_spec(
     assert_shape("Usage", seen["succeeded"]["result"]["message"]["usage"])
 
 
-def test_both_auth_header_styles_and_a_missing_key(emu: EmulatorHandle) -> None:
-    url = f"{emu.base_url}/v1/messages/batches"
+@pytest.fixture
+def http(emu: EmulatorHandle) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=emu.base_url) as plain:
+        yield plain
+
+
+def test_both_auth_header_styles_and_a_missing_key(http: httpx2.Client) -> None:
+    url = "/v1/messages/batches"
     version = {"anthropic-version": "2023-06-01"}
-    by_key = httpx2.get(url, headers={"x-api-key": "k1", **version})
-    by_bearer = httpx2.get(url, headers={"authorization": "Bearer k2"})
+    by_key = http.get(url, headers={"x-api-key": "k1", **version})
+    by_bearer = http.get(url, headers={"authorization": "Bearer k2"})
     assert by_key.status_code == by_bearer.status_code == 200
     assert_shape("ListResponse_MessageBatch_", by_key.json())
-    anonymous = httpx2.get(url)
+    anonymous = http.get(url)
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["type"] == "authentication_error"
     assert_shape("ErrorResponse", anonymous.json())
@@ -191,8 +197,9 @@ def test_a_configured_api_key_is_enforced() -> None:
         assert_shape("ErrorResponse", denied.value.body)
         right = anthropic.Anthropic(base_url=emu.base_url, api_key="sk-right", max_retries=0)
         assert list(right.messages.batches.list()) == []
-        headers = {"x-api-key": "sk-right"}
-        assert httpx2.get(f"{emu.base_url}/v1/messages/batches", headers=headers).status_code == 200
+        with httpx2.Client(base_url=emu.base_url, headers={"x-api-key": "sk-right"}) as http:
+            assert http.get("/v1/messages/batches").status_code == 200
+            assert http.get("/v1/messages/batches", headers={"x-api-key": "x"}).status_code == 401
 
 
 def test_list_paging_newest_first(client: anthropic.Anthropic) -> None:
@@ -355,9 +362,11 @@ def test_bad_params_end_as_errored_lines(
 @pytest.mark.parametrize(
     ("status", "kind"), [(500, "api_error"), (529, "overloaded_error"), (429, "rate_limit_error")]
 )
-def test_injected_http_errors_have_api_bodies(emu: EmulatorHandle, status: int, kind: str) -> None:
+def test_injected_http_errors_have_api_bodies(
+    emu: EmulatorHandle, http: httpx2.Client, status: int, kind: str
+) -> None:
     emu.set_faults(f"http_{status}@list=1,retry_after=2")
-    response = httpx2.get(f"{emu.base_url}/v1/messages/batches", headers={"x-api-key": "k"})
+    response = http.get("/v1/messages/batches", headers={"x-api-key": "k"})
     assert response.status_code == status
     assert_shape("ErrorResponse", response.json())
     assert response.json()["error"]["type"] == kind
@@ -365,12 +374,12 @@ def test_injected_http_errors_have_api_bodies(emu: EmulatorHandle, status: int, 
     assert (response.headers.get("retry-after") == "2") == (status == 429)
 
 
-def test_unknown_routes_and_methods(emu: EmulatorHandle) -> None:
+def test_unknown_routes_and_methods(http: httpx2.Client) -> None:
     headers = {"x-api-key": "k"}
-    missing = httpx2.get(f"{emu.base_url}/v1/nothing", headers=headers)
+    missing = http.get("/v1/nothing", headers=headers)
     assert missing.status_code == 404
     assert_shape("ErrorResponse", missing.json())
-    wrong = httpx2.put(f"{emu.base_url}/v1/messages/batches", headers=headers)
+    wrong = http.put("/v1/messages/batches", headers=headers)
     assert wrong.status_code in (404, 405, 501)
 
 
