@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -111,7 +115,11 @@ def emulator_command(
     if str(faults):
         click.echo(f"  faults: {faults}")
     click.echo("Press Ctrl+C to stop.")
-    try:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with contextlib.suppress(KeyboardInterrupt):
         handle.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("stopped")
+    click.echo("stopped")
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    sys.exit(0)  # unwinds serve_forever, so the state file is closed cleanly

@@ -103,9 +103,8 @@ def progress(batch: Batch, now: float, timing: Timing) -> float:
         if timing.processing_seconds <= 0:
             return 1.0
         return min(1.0, max(0.0, (now - batch.created_at) / timing.processing_seconds))
-    if timing.ended_after_polls <= 0:
-        return 1.0
-    return min(1.0, batch.polls / timing.ended_after_polls)
+    # The batch ends on retrieve N + 1: that is when its last item is done.
+    return min(1.0, batch.polls / (timing.ended_after_polls + 1))
 
 
 def ends_now(batch: Batch, now: float, timing: Timing, *, polled: bool) -> bool:

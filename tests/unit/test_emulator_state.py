@@ -73,9 +73,9 @@ def test_processing_seconds_ends_by_time_whatever_the_polls() -> None:
 
 
 def test_cancel_keeps_what_was_processed_and_ends_on_the_next_retrieve() -> None:
-    batch, timing = make_batch(), Timing(ended_after_polls=4)
+    batch, timing = make_batch(), Timing(ended_after_polls=3)
     advance(batch, T0, timing, polled=True)
-    advance(batch, T0, timing, polled=True)  # half-way
+    advance(batch, T0, timing, polled=True)  # half-way: it would end on the 4th
     cancel(batch, T0 + 5, timing)
     assert batch.status == "canceling" and batch.cancel_initiated_at == T0 + 5
     assert not advance(batch, T0 + 6, timing, polled=False)
