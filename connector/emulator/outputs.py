@@ -19,7 +19,8 @@ import orjson
 
 from connector.emulator.errors import error_object
 from connector.emulator.faults import FaultSpec, item_fault, output_fault
-from connector.emulator.schema_values import WORDS, Draw, SchemaCompiler, violating_variant
+from connector.emulator.schema_check import violating_variant
+from connector.emulator.schema_values import WORDS, Draw, SchemaCompiler
 from connector.emulator.tokens import CacheUsage, PromptCache, estimate_input, tokens_for_chars
 from connector.emulator.validation import params_problem
 

@@ -1,4 +1,4 @@
-"""JSON values drawn from a JSON Schema with a seeded RNG, and a small conformance check.
+"""JSON values drawn from a JSON Schema with a seeded RNG.
 
 Supported: `type` (single or list), `const`, `enum`, object `properties` / `required` /
 `additionalProperties` / `min|maxProperties`, array `items` / `prefixItems` /
@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-Schema = Mapping[str, Any]
+from connector.emulator.schema_check import (
+    Schema,
+    conforms,
+    is_number,
+    merge_all_of,
+    pointer,
+    resolve,
+    schema_types,
+    within,
+)
+
 MAX_DEPTH = 8
 
 WORDS: tuple[str, ...] = (
@@ -28,73 +37,6 @@ WORDS: tuple[str, ...] = (
     "sable", "tundra", "umber", "velvet", "willow", "xenon", "yarrow", "zephyr", "orbit",
     "prism", "meadow", "signal", "canyon", "beacon",
 )  # fmt: skip
-
-_TYPE_CHECKS: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "object": dict,
-    "array": list,
-    "boolean": bool,
-}
-
-
-def resolve(schema: Any, root: Schema) -> Any:
-    """Follow local `$ref`s, keeping sibling keywords (2020-12 semantics, simplified)."""
-    seen = 0
-    while isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str) and seen < 32:
-        target = _pointer(root, schema["$ref"])
-        siblings = {k: v for k, v in schema.items() if k != "$ref"}
-        schema = {**target, **siblings} if isinstance(target, Mapping) else target
-        seen += 1
-    return schema
-
-
-def _pointer(root: Schema, ref: str) -> Any:
-    if not ref.startswith("#"):
-        return {}
-    node: Any = root
-    for part in [p for p in ref[1:].split("/") if p]:
-        key = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, Mapping) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            return {}
-    return node
-
-
-def _schema_types(schema: Schema) -> list[str]:
-    declared = schema.get("type")
-    if isinstance(declared, str):
-        return [declared]
-    if isinstance(declared, list):
-        return [t for t in declared if isinstance(t, str)]
-    if any(k in schema for k in ("properties", "required", "additionalProperties")):
-        return ["object"]
-    if any(k in schema for k in ("items", "prefixItems", "minItems", "maxItems")):
-        return ["array"]
-    if any(k in schema for k in ("minLength", "maxLength", "format", "pattern")):
-        return ["string"]
-    if any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
-        return ["number"]
-    return []
-
-
-def _merge_all_of(schema: Schema, root: Schema) -> dict[str, Any]:
-    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-    for part in schema.get("allOf", []):
-        part = resolve(part, root)
-        if not isinstance(part, Mapping):
-            continue
-        for key, value in part.items():
-            if key == "properties":
-                merged["properties"] = {**merged.get("properties", {}), **value}
-            elif key == "required":
-                merged["required"] = list(dict.fromkeys([*merged.get("required", []), *value]))
-            else:
-                merged.setdefault(key, value)
-    return merged
-
 
 Draw = Callable[[random.Random, int], Any]
 
@@ -146,7 +88,7 @@ class SchemaCompiler:
             options = tuple(schema["enum"])
             return lambda rng, _depth: options[_below(rng, len(options))]
         if "allOf" in schema:
-            return self.compile(_merge_all_of(schema, self.root), nesting + 1)
+            return self.compile(merge_all_of(schema, self.root), nesting + 1)
         rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
         for keyword in ("anyOf", "oneOf"):
             branches = schema.get(keyword)
@@ -156,7 +98,7 @@ class SchemaCompiler:
                 if keyword == "anyOf":
                     return lambda rng, depth: draws[_below(rng, len(draws))](rng, depth)
                 return self._one_of(draws, branches)
-        types = _schema_types(schema) or ["string"]
+        types = schema_types(schema) or ["string"]
         by_type = [self._by_type(kind, schema, nesting) for kind in types]
         if len(by_type) == 1:
             return by_type[0]
@@ -166,7 +108,7 @@ class SchemaCompiler:
         def draw(rng: random.Random, depth: int) -> Any:
             target = self._refs.get(ref)
             if target is None:
-                target = self._refs[ref] = self.compile(_pointer(self.root, ref))
+                target = self._refs[ref] = self.compile(pointer(self.root, ref))
             return target(rng, depth)
 
         return draw
@@ -294,7 +236,7 @@ def _number(schema: Schema) -> Draw:
 
     def draw(rng: random.Random, _depth: int) -> float:
         value = round(low + rng.random() * (high - low), 2)
-        return value if _within(value, schema) else (low + high) / 2
+        return value if within(value, schema) else (low + high) / 2
 
     return draw
 
@@ -347,15 +289,15 @@ def generate(schema: Schema, rng: random.Random) -> Any:
 def _bounds(schema: Schema, *, integer: bool) -> tuple[float, float]:
     low: float | None = None
     high: float | None = None
-    if _is_number(schema.get("minimum")):
+    if is_number(schema.get("minimum")):
         low = schema["minimum"]
-    if _is_number(schema.get("exclusiveMinimum")):
+    if is_number(schema.get("exclusiveMinimum")):
         floor = schema["exclusiveMinimum"]
         floor = math.floor(floor) + 1 if integer else floor
         low = floor if low is None else max(low, floor)
-    if _is_number(schema.get("maximum")):
+    if is_number(schema.get("maximum")):
         high = schema["maximum"]
-    if _is_number(schema.get("exclusiveMaximum")):
+    if is_number(schema.get("exclusiveMaximum")):
         ceiling = schema["exclusiveMaximum"]
         ceiling = math.ceil(ceiling) - 1 if integer else ceiling
         high = ceiling if high is None else min(high, ceiling)
@@ -370,153 +312,3 @@ def _bounds(schema: Schema, *, integer: bool) -> tuple[float, float]:
     if high is None:
         return low, low + 100
     return low, high
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _within(value: float, schema: Schema) -> bool:
-    if _is_number(schema.get("minimum")) and value < schema["minimum"]:
-        return False
-    if _is_number(schema.get("maximum")) and value > schema["maximum"]:
-        return False
-    if _is_number(schema.get("exclusiveMinimum")) and value <= schema["exclusiveMinimum"]:
-        return False
-    return not (_is_number(schema.get("exclusiveMaximum")) and value >= schema["exclusiveMaximum"])
-
-
-def _json_equal(left: Any, right: Any) -> bool:
-    if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool) and left == right
-    return bool(left == right)
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    if kind == "null":
-        return value is None
-    if kind == "integer":
-        return _is_number(value) and float(value).is_integer()
-    if kind == "number":
-        return _is_number(value)
-    expected = _TYPE_CHECKS.get(kind)
-    return expected is not None and isinstance(value, expected)
-
-
-def conforms(value: Any, schema: Any, root: Schema) -> bool:
-    """Whether `value` satisfies `schema` (the keywords listed in the module docstring,
-    plus `pattern` and `not`)."""
-    schema = resolve(schema, root)
-    if schema is True or schema is False:
-        return bool(schema)
-    if not isinstance(schema, Mapping):
-        return True
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        return False
-    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        return False
-    declared = schema.get("type")
-    types = [declared] if isinstance(declared, str) else declared
-    if isinstance(types, list) and not any(_has_type(value, t) for t in types):
-        return False
-    if isinstance(value, dict) and not _object_conforms(value, schema, root):
-        return False
-    if isinstance(value, list) and not _array_conforms(value, schema, root):
-        return False
-    if isinstance(value, str) and not _string_conforms(value, schema):
-        return False
-    if _is_number(value) and not _number_conforms(value, schema):
-        return False
-    return _combinators_conform(value, schema, root)
-
-
-def _object_conforms(value: dict[str, Any], schema: Schema, root: Schema) -> bool:
-    properties: Mapping[str, Any] = schema.get("properties") or {}
-    if any(name not in value for name in schema.get("required", [])):
-        return False
-    extra = schema.get("additionalProperties", True)
-    for name, element in value.items():
-        if name in properties:
-            if not conforms(element, properties[name], root):
-                return False
-        elif extra is False or (isinstance(extra, Mapping) and not conforms(element, extra, root)):
-            return False
-    if len(value) < schema.get("minProperties", 0):
-        return False
-    return bool(len(value) <= schema.get("maxProperties", len(value)))
-
-
-def _array_conforms(value: list[Any], schema: Schema, root: Schema) -> bool:
-    if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-        return False
-    prefix = list(schema.get("prefixItems") or [])
-    items = schema.get("items", True)
-    for position, element in enumerate(value):
-        sub = prefix[position] if position < len(prefix) else items
-        if not conforms(element, sub, root):
-            return False
-    if schema.get("uniqueItems"):
-        keys = [orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for v in value]
-        if len(set(keys)) != len(keys):
-            return False
-    return True
-
-
-def _string_conforms(value: str, schema: Schema) -> bool:
-    if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-        return False
-    pattern = schema.get("pattern")
-    return not (isinstance(pattern, str) and re.search(pattern, value) is None)
-
-
-def _number_conforms(value: float, schema: Schema) -> bool:
-    if not _within(value, schema):
-        return False
-    step = schema.get("multipleOf")
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
-        quotient = value / step
-        return math.isclose(quotient, round(quotient), abs_tol=1e-9)
-    return True
-
-
-def _combinators_conform(value: Any, schema: Schema, root: Schema) -> bool:
-    if "allOf" in schema and not all(conforms(value, s, root) for s in schema["allOf"]):
-        return False
-    if "anyOf" in schema and not any(conforms(value, s, root) for s in schema["anyOf"]):
-        return False
-    if "oneOf" in schema and sum(conforms(value, s, root) for s in schema["oneOf"]) != 1:
-        return False
-    return not ("not" in schema and conforms(value, schema["not"], root))
-
-
-def violating_variant(value: Any, schema: Schema, *, keep_object: bool) -> Any | None:
-    """A variant of a conforming `value` that breaks `schema`, or None if none is found.
-    With `keep_object`, the variant stays a JSON object (tool inputs must be objects)."""
-    resolved = resolve(schema, schema)
-    candidates: list[Any] = []
-    if isinstance(value, dict) and isinstance(resolved, Mapping):
-        required = [k for k in resolved.get("required", []) if k in value]
-        if required:
-            candidates.append({k: v for k, v in value.items() if k != required[0]})
-        properties: Mapping[str, Any] = resolved.get("properties") or {}
-        for name in value:
-            if name in properties:
-                candidates.append({**value, name: _wrong_type(properties[name], schema)})
-                break
-        candidates.append({**value, "unexpected_field": "schema violation"})
-    if not keep_object:
-        candidates.append(_wrong_type(resolved, schema))
-    for candidate in candidates:
-        if not conforms(candidate, schema, schema):
-            return candidate
-    return None
-
-
-def _wrong_type(schema: Any, root: Schema) -> Any:
-    resolved = resolve(schema, root)
-    types = _schema_types(resolved) if isinstance(resolved, Mapping) else []
-    if "string" not in types:
-        return "schema violation"
-    if "integer" not in types and "number" not in types:
-        return 12345
-    return ["schema", "violation"]

@@ -1,21 +1,16 @@
 """HTTP for the emulator: stdlib ThreadingHTTPServer, HTTP/1.1 keep-alive, orjson.
 
 Every answer carries a `request-id` header; errors have the API's JSON error body.
-Order of checks per call: route, body size (413), auth (401), injected HTTP fault,
-then the endpoint itself. `/_emulator/*` needs no auth and never faults.
+Order of checks per call: body size (413), route (404/405), auth (401), injected
+HTTP fault, then the endpoint itself. `/_emulator/*` needs no auth and never faults.
 """
 
 from __future__ import annotations
 
-import gc
-import re
 import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,71 +19,10 @@ import orjson
 
 from connector.emulator.engine import Emulator
 from connector.emulator.errors import ApiError, new_request_id
-from connector.emulator.state import rfc3339
+from connector.emulator.routes import Call, match
 
 RESULTS_CHUNK_BYTES = 256 * 1024
 _DRAIN_BYTES = 1 << 20
-_BATCH = r"/v1/messages/batches/(?P<batch_id>[^/]+)"
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    endpoint: str
-    action: Callable[[Handler, Call], None]
-    public: bool = False  # the test surface: no auth, no faults
-
-
-@dataclass(frozen=True)
-class Call:
-    request_id: str
-    params: dict[str, str]
-    query: dict[str, list[str]]
-    body: bytes
-
-    @property
-    def beta(self) -> bool:
-        return self.query.get("beta", [""])[0] == "true"
-
-    def json(self) -> Any:
-        try:
-            if len(self.body) < _LARGE_BODY_BYTES:
-                return orjson.loads(self.body or b"null")
-            with _GC_PAUSE.paused():
-                return orjson.loads(self.body)
-        except orjson.JSONDecodeError as error:
-            raise ApiError(400, f"The request body is not valid JSON: {error}") from None
-
-
-class _GcPause:
-    """Pauses the cyclic GC while large bodies are parsed: the millions of containers
-    a 100,000-request body creates otherwise trigger repeated full collections, which
-    made parsing three times slower. Reference counting still frees garbage."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._was_enabled = True
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        with self._lock:
-            if self._holders == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._holders += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0 and self._was_enabled:
-                    gc.enable()
-
-
-_GC_PAUSE = _GcPause()
-_LARGE_BODY_BYTES = 1 << 20
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -98,13 +32,16 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], engine: Emulator) -> None:
         self.engine = engine
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
     @property
     def base_url(self) -> str:
         host, port = str(self.server_address[0]), int(self.server_address[1])
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-        return f"http://{host}:{port}"
+        if host in ("0.0.0.0", "", "::"):  # noqa: S104  (a wildcard bind: answer on loopback)
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -144,7 +81,7 @@ class Handler(BaseHTTPRequestHandler):
         endpoint: str | None = None
         try:
             body = self._read_body()
-            route, params = _match(method, url.path)
+            route, params = match(method, url.path)
             call = Call(request_id, params, parse_qs(url.query), body)
             if not route.public:
                 endpoint = route.endpoint
@@ -182,7 +119,11 @@ class Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         total = 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            try:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                self.close_connection = True
+                raise ApiError(400, "malformed chunked request body") from None
             if size == 0:
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass
@@ -282,115 +223,3 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
-
-
-# -- endpoints -----------------------------------------------------------------------
-
-
-def _create(handler: Handler, call: Call) -> None:
-    engine = handler.engine
-    version = handler.headers.get("anthropic-version")
-    batch = engine.create(call.json(), anthropic_version=version, beta=call.beta)
-    if engine.faults.call_fault("create_no_answer"):
-        handler.abort()
-        return
-    handler.reply(call, engine.render(batch, handler.base_url))
-
-
-def _retrieve(handler: Handler, call: Call) -> None:
-    batch = handler.engine.retrieve(call.params["batch_id"])
-    handler.reply(call, handler.engine.render(batch, handler.base_url))
-
-
-def _list(handler: Handler, call: Call) -> None:
-    limit_text = call.query.get("limit", ["20"])[0]
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-        raise ApiError(400, "limit: Input should be an integer from 1 to 1000")
-    before_id = call.query.get("before_id", [None])[0]
-    after_id = call.query.get("after_id", [None])[0]
-    page, has_more = handler.engine.list(int(limit_text), before_id, after_id)
-    data = [handler.engine.render(batch, handler.base_url) for batch in page]
-    handler.reply(
-        call,
-        {
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        },
-    )
-
-
-def _cancel(handler: Handler, call: Call) -> None:
-    batch = handler.engine.cancel(call.params["batch_id"])
-    handler.reply(call, handler.engine.render(batch, handler.base_url))
-
-
-def _delete(handler: Handler, call: Call) -> None:
-    handler.engine.delete(call.params["batch_id"])
-    handler.reply(call, {"id": call.params["batch_id"], "type": "message_batch_deleted"})
-
-
-def _results(handler: Handler, call: Call) -> None:
-    count, lines = handler.engine.results(call.params["batch_id"])
-    cut = handler.engine.faults.call_fault("results_cut")
-    handler.stream_lines(call, count, lines, cut)
-
-
-def _count_tokens(handler: Handler, call: Call) -> None:
-    tokens = handler.engine.count_tokens(call.json(), beta=call.beta)
-    handler.reply(call, {"input_tokens": tokens})
-
-
-def _stats(handler: Handler, call: Call) -> None:
-    handler.reply(call, handler.engine.stats())
-
-
-def _set_faults(handler: Handler, call: Call) -> None:
-    try:
-        value: Any = orjson.loads(call.body)
-    except orjson.JSONDecodeError:
-        value = call.body.decode("utf-8", "replace")
-    try:
-        spec = handler.engine.set_faults(value)
-    except ValueError as error:
-        raise ApiError(400, str(error)) from None
-    handler.reply(call, {"faults": str(spec)})
-
-
-def _advance_clock(handler: Handler, call: Call) -> None:
-    body = call.json()
-    seconds = body.get("advance_seconds") if isinstance(body, dict) else None
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
-        raise ApiError(400, "advance_seconds: a number of seconds >= 0 is required")
-    offset = handler.engine.advance_clock(float(seconds))
-    now = rfc3339(handler.engine.clock.now())
-    handler.reply(call, {"clock_offset_seconds": offset, "now": now})
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("POST", re.compile(r"/v1/messages/batches"), "create", _create),
-    Route("GET", re.compile(r"/v1/messages/batches"), "list", _list),
-    Route("GET", re.compile(_BATCH), "retrieve", _retrieve),
-    Route("DELETE", re.compile(_BATCH), "delete", _delete),
-    Route("POST", re.compile(_BATCH + "/cancel"), "cancel", _cancel),
-    Route("GET", re.compile(_BATCH + "/results"), "results", _results),
-    Route("POST", re.compile(r"/v1/messages/count_tokens"), "count_tokens", _count_tokens),
-    Route("GET", re.compile(r"/_emulator/stats"), "stats", _stats, public=True),
-    Route("POST", re.compile(r"/_emulator/faults"), "faults", _set_faults, public=True),
-    Route("POST", re.compile(r"/_emulator/clock"), "clock", _advance_clock, public=True),
-)
-
-
-def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    path_known = False
-    for route in ROUTES:
-        found = route.pattern.fullmatch(path)
-        if found is None:
-            continue
-        if route.method == method:
-            return route, found.groupdict()
-        path_known = True
-    if path_known:
-        raise ApiError(405, f"Method {method} is not allowed on {path}")
-    raise ApiError(404, f"Not found: {method} {path}")

@@ -10,12 +10,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from connector.emulator.schema_values import (
-    SchemaCompiler,
-    conforms,
-    generate,
-    violating_variant,
-)
+from connector.emulator.schema_check import conforms, violating_variant
+from connector.emulator.schema_values import SchemaCompiler, generate
 
 SEEDS = range(40)
 
