@@ -11,7 +11,7 @@ from typing import Any
 from connector.emulator.clock import Clock
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.errors import ApiError
-from connector.emulator.faults import FaultInjector, FaultSpec, batch_expires
+from connector.emulator.faults import FaultInjector, FaultSpec
 from connector.emulator.outputs import BatchContext, ItemResult
 from connector.emulator.persistence import StateFile
 from connector.emulator.processor import Processor
@@ -69,11 +69,10 @@ class Emulator:
             pending=[params for _, params in pairs],
             anthropic_version=anthropic_version,
             fault_spec=str(self.faults.spec),
+            fault_seed=self.faults.batch_seed(),
             beta=beta,
-            doomed=batch_expires(self.faults.spec, self.faults.seed, batch_id),
+            doomed=self.faults.call_fault("batch_expire"),
         )
-        if batch.doomed:
-            self.faults.record(["batch_expire"])
         self.store.add(batch)
         with self._stats_lock:
             self._batches_created += 1
@@ -88,7 +87,7 @@ class Emulator:
             batch_id=batch.id,
             seed=self.config.seed,
             faults=spec,
-            fault_seed=self.config.seed if spec.seed is None else spec.seed,
+            fault_seed=batch.fault_seed,
             models=self.config.models,
             anthropic_version=batch.anthropic_version,
             beta=batch.beta,

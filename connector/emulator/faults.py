@@ -4,9 +4,11 @@ A spec is a comma-separated list of `kind=probability` terms, plus `seed=N` and
 `retry_after=S`, e.g. `http_529@create=0.2,results_cut=0.5,item_api_error=0.1,seed=42`.
 HTTP faults (`http_<status>`) may be scoped to one endpoint with `@endpoint`.
 
-HTTP faults, `create_no_answer` and `results_cut` draw from one RNG seeded by the spec's
-seed, in the order the calls arrive. Item and batch faults are decided by a hash of
-(seed, batch id, custom_id, kind), so the same request in a new batch gets a fresh draw.
+HTTP faults, `create_no_answer`, `results_cut` and `batch_expire` draw from one RNG
+seeded by the spec's seed, in the order the calls arrive; each create also draws a
+batch fault seed from it. Item and output faults are a hash of (that batch seed,
+custom_id, kind): the same seed and calls give the same fates, and the same request in
+a new batch gets a fresh draw.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ ENDPOINTS: tuple[str, ...] = (
     "results",
     "count_tokens",
 )
-CALL_FAULTS: tuple[str, ...] = ("create_no_answer", "results_cut")
+CALL_FAULTS: tuple[str, ...] = ("create_no_answer", "results_cut", "batch_expire")
 ITEM_FAULTS: tuple[str, ...] = (
     "item_invalid_request",
     "item_api_error",
@@ -37,8 +39,7 @@ ITEM_FAULTS: tuple[str, ...] = (
     "item_canceled",
 )
 OUTPUT_FAULTS: tuple[str, ...] = ("output_not_json", "output_schema_violation")
-BATCH_FAULTS: tuple[str, ...] = ("batch_expire",)
-NAMED_FAULTS: tuple[str, ...] = CALL_FAULTS + ITEM_FAULTS + OUTPUT_FAULTS + BATCH_FAULTS
+NAMED_FAULTS: tuple[str, ...] = CALL_FAULTS + ITEM_FAULTS + OUTPUT_FAULTS
 
 FAULT_HELP: dict[str, str] = {
     "http_<status>": "answer that HTTP error instead: "
@@ -214,7 +215,8 @@ class FaultInjector:
         return None
 
     def call_fault(self, kind: str) -> bool:
-        """Draw for `create_no_answer` or `results_cut`; counts it when it fires."""
+        """Draw for `create_no_answer`, `results_cut` or `batch_expire`; counts it when
+        it fires."""
         with self._lock:
             probability = self._spec.probability(kind)
             if probability and self._rng.random() < probability:
@@ -226,6 +228,11 @@ class FaultInjector:
         with self._lock:
             return self._rng.random()
 
+    def batch_seed(self) -> int:
+        """A seed for one new batch's item and output fault draws."""
+        with self._lock:
+            return self._rng.getrandbits(63)
+
     def record(self, kinds: Iterable[str]) -> None:
         with self._lock:
             self._fired.update(kinds)
@@ -235,28 +242,23 @@ class FaultInjector:
             return dict(self._fired)
 
 
-def item_fault(spec: FaultSpec, seed: int, batch_id: str, custom_id: str) -> str | None:
-    """The item fault this request meets in this batch, if any (first match wins)."""
+def item_fault(spec: FaultSpec, batch_seed: int, custom_id: str) -> str | None:
+    """The item fault this request meets in its batch, if any (first match wins)."""
     if not spec.named:
         return None
     for kind in ITEM_FAULTS:
         probability = spec.probability(kind)
-        if probability and hash_draw(seed, batch_id, custom_id, kind) < probability:
+        if probability and hash_draw(batch_seed, custom_id, kind) < probability:
             return kind
     return None
 
 
-def output_fault(spec: FaultSpec, seed: int, batch_id: str, custom_id: str) -> str | None:
+def output_fault(spec: FaultSpec, batch_seed: int, custom_id: str) -> str | None:
     """The output fault a succeeded item meets, if any (first match wins)."""
     if not spec.named:
         return None
     for kind in OUTPUT_FAULTS:
         probability = spec.probability(kind)
-        if probability and hash_draw(seed, batch_id, custom_id, kind) < probability:
+        if probability and hash_draw(batch_seed, custom_id, kind) < probability:
             return kind
     return None
-
-
-def batch_expires(spec: FaultSpec, seed: int, batch_id: str) -> bool:
-    probability = spec.probability("batch_expire")
-    return bool(probability) and hash_draw(seed, batch_id, "batch_expire") < probability

@@ -49,7 +49,7 @@ class BatchContext:
     batch_id: str
     seed: int
     faults: FaultSpec
-    fault_seed: int
+    fault_seed: int  # this batch's seed for item and output fault draws
     models: frozenset[str]
     anthropic_version: str | None
     beta: bool
@@ -94,7 +94,7 @@ def process_item(ctx: BatchContext, custom_id: str, params: Any) -> ItemResult:
         request_id = base62_id("req_01", ctx.batch_id, custom_id)
         line = errored_line(custom_id, "invalid_request_error", problem, request_id)
         return ItemResult(line, ERRORED)
-    fault = item_fault(ctx.faults, ctx.fault_seed, ctx.batch_id, custom_id)
+    fault = item_fault(ctx.faults, ctx.fault_seed, custom_id)
     if fault == "item_expired":
         return ItemResult(expired_line(custom_id), EXPIRED, fault)
     if fault == "item_canceled":
@@ -218,7 +218,7 @@ def build_message(
 ) -> tuple[dict[str, Any], str | None]:
     """The Message object for a succeeded item, and the output fault applied (if any)."""
     rng = _rng(ctx.seed, custom_id, params)
-    fault = output_fault(ctx.faults, ctx.fault_seed, ctx.batch_id, custom_id)
+    fault = output_fault(ctx.faults, ctx.fault_seed, custom_id)
     tool = _forced_tool(params, rng)
     if tool is not None and fault != "output_not_json":
         output = _tool_output(ctx, custom_id, tool, rng, fault, params["max_tokens"])

@@ -53,6 +53,7 @@ class Batch:
     result_types: list[str] = field(default_factory=list)
     anthropic_version: str | None = None
     fault_spec: str = ""
+    fault_seed: int = 0
     beta: bool = False
     doomed: bool = False  # the batch_expire fault: every item ends expired
     status: str = IN_PROGRESS
@@ -84,6 +85,7 @@ class Batch:
             "created_at": self.created_at,
             "anthropic_version": self.anthropic_version,
             "fault_spec": self.fault_spec,
+            "fault_seed": self.fault_seed,
             "beta": self.beta,
             "doomed": self.doomed,
             "status": self.status,

@@ -265,3 +265,19 @@ def test_the_same_seed_fires_the_same_faults() -> None:
     first = pattern()
     assert Counter(first).keys() == {200, 500}
     assert pattern() == first
+
+
+def test_item_fates_reproduce_with_the_same_seed_and_calls() -> None:
+    def fates() -> list[tuple[str, str]]:
+        spec = FaultSpec.parse("item_api_error=0.3,item_expired=0.2,batch_expire=0.3,seed=17")
+        with run_emulator(EmulatorConfig(faults=spec)) as emu:
+            client = anthropic.Anthropic(base_url=emu.base_url, api_key="k", max_retries=0)
+            found = []
+            for _ in range(3):
+                results = run_batch(client, [request(f"r{i}") for i in range(30)])
+                found += sorted((r.custom_id, r.result.type) for r in results)
+            return found
+
+    first = fates()
+    assert {kind for _, kind in first} >= {"succeeded", "errored", "expired"}
+    assert fates() == first

@@ -10,7 +10,6 @@ from connector.emulator.faults import (
     FaultInjector,
     FaultSpec,
     HttpFault,
-    batch_expires,
     item_fault,
     output_fault,
 )
@@ -90,27 +89,36 @@ def test_call_faults_follow_the_seed_and_replacing_the_spec_restarts_it() -> Non
     assert second.fired() == {"results_cut": sum(draws)}
 
 
-def test_item_faults_hit_about_their_share_and_depend_on_the_batch() -> None:
+def test_item_faults_hit_about_their_share_and_depend_on_the_batch_seed() -> None:
     spec = FaultSpec.parse("item_api_error=0.3")
-    hits = [item_fault(spec, 1, "msgbatch_a", f"row-{i}") for i in range(2000)]
+    hits = [item_fault(spec, 101, f"row-{i}") for i in range(2000)]
     share = sum(hit == "item_api_error" for hit in hits) / len(hits)
     assert 0.25 < share < 0.35
-    again = [item_fault(spec, 1, "msgbatch_a", f"row-{i}") for i in range(2000)]
-    assert again == hits
-    other_batch = [item_fault(spec, 1, "msgbatch_b", f"row-{i}") for i in range(2000)]
-    assert other_batch != hits
+    assert [item_fault(spec, 101, f"row-{i}") for i in range(2000)] == hits
+    assert [item_fault(spec, 102, f"row-{i}") for i in range(2000)] != hits
+
+
+def test_each_batch_draws_its_fault_seed_from_the_seeded_rng() -> None:
+    spec = FaultSpec.parse("item_api_error=0.5,seed=5")
+    seeds = [FaultInjector(spec, default_seed=0).batch_seed() for _ in range(2)]
+    assert seeds[0] == seeds[1], "the same spec seed gives the same batch seeds"
+    injector = FaultInjector(spec, default_seed=0)
+    assert injector.batch_seed() != injector.batch_seed(), "each batch gets a fresh seed"
 
 
 def test_each_item_meets_at_most_one_fault_in_a_fixed_order() -> None:
     spec = FaultSpec.parse(",".join(f"{kind}=1" for kind in ITEM_FAULTS))
-    assert item_fault(spec, 0, "b", "c") == ITEM_FAULTS[0]
+    assert item_fault(spec, 0, "c") == ITEM_FAULTS[0]
     spec = FaultSpec.parse("output_not_json=1,output_schema_violation=1")
-    assert output_fault(spec, 0, "b", "c") == "output_not_json"
-    assert item_fault(spec, 0, "b", "c") is None
+    assert output_fault(spec, 0, "c") == "output_not_json"
+    assert item_fault(spec, 0, "c") is None
 
 
-def test_batch_expire_is_decided_per_batch() -> None:
-    spec = FaultSpec.parse("batch_expire=0.5")
-    doomed = [batch_expires(spec, 0, f"msgbatch_{i}") for i in range(400)]
+def test_batch_expire_is_a_seeded_draw_per_create() -> None:
+    spec = FaultSpec.parse("batch_expire=0.5,seed=8")
+    injector = FaultInjector(spec, default_seed=0)
+    doomed = [injector.call_fault("batch_expire") for _ in range(400)]
     assert 150 < sum(doomed) < 250
-    assert not batch_expires(FaultSpec(), 0, "msgbatch_0")
+    assert injector.fired() == {"batch_expire": sum(doomed)}
+    again = FaultInjector(spec, default_seed=0)
+    assert [again.call_fault("batch_expire") for _ in range(400)] == doomed
