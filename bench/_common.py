@@ -4,9 +4,9 @@ the emulator's generation)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +21,21 @@ from harness.postgres import PgDatabase, fresh_database, running_cluster  # noqa
 
 __all__ = ["ROOT", "PgDatabase", "fresh_database", "postgres", "results_file", "serve_results"]
 
-WORDS = "the quick brown fox jumps over the lazy dog while analysts enrich rows".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "analysts",
+    "enrich",
+    "rows",
+]
 
 
 def result_line(i: int) -> bytes:
@@ -33,20 +47,30 @@ def result_line(i: int) -> bytes:
             "result": {
                 "type": "succeeded",
                 "message": {
-                    "id": f"msg_{i:024d}", "type": "message", "role": "assistant",
+                    "id": f"msg_{i:024d}",
+                    "type": "message",
+                    "role": "assistant",
                     "model": "claude-haiku-4-5",
                     "content": [{"type": "text", "text": text, "citations": None}],
-                    "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": 120 + i % 50, "output_tokens": 80 + i % 30,
-                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                              "cache_creation": {"ephemeral_5m_input_tokens": 0,
-                                                 "ephemeral_1h_input_tokens": 0},
-                              "service_tier": "batch", "server_tool_use": None},
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": 120 + i % 50,
+                        "output_tokens": 80 + i % 30,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "cache_creation": {
+                            "ephemeral_5m_input_tokens": 0,
+                            "ephemeral_1h_input_tokens": 0,
+                        },
+                        "service_tier": "batch",
+                        "server_tool_use": None,
+                    },
                     "container": None,
                 },
             },
         }
-    )  # fmt: skip
+    )
 
 
 def results_file(path: Path, n: int) -> Path:
@@ -56,10 +80,7 @@ def results_file(path: Path, n: int) -> Path:
     return path
 
 
-@contextmanager
-def serve_results(files: dict[str, Path]) -> Iterator[str]:
-    """Serve retrieve + results for ended batches whose lines are in files; yields base URL."""
-
+def _handler(files: dict[str, Path]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -87,15 +108,24 @@ def serve_results(files: dict[str, Path]) -> Iterator[str]:
             host, port = self.server.server_address[:2]
             body = orjson.dumps(
                 {
-                    "id": batch_id, "type": "message_batch", "processing_status": "ended",
-                    "request_counts": {"processing": 0, "succeeded": 1, "errored": 0,
-                                       "canceled": 0, "expired": 0},
-                    "created_at": "2026-11-26T00:00:00Z", "expires_at": "2026-11-27T00:00:00Z",
-                    "ended_at": "2026-11-26T00:10:00Z", "archived_at": None,
+                    "id": batch_id,
+                    "type": "message_batch",
+                    "processing_status": "ended",
+                    "request_counts": {
+                        "processing": 0,
+                        "succeeded": 1,
+                        "errored": 0,
+                        "canceled": 0,
+                        "expired": 0,
+                    },
+                    "created_at": "2026-11-26T00:00:00Z",
+                    "expires_at": "2026-11-27T00:00:00Z",
+                    "ended_at": "2026-11-26T00:10:00Z",
+                    "archived_at": None,
                     "cancel_initiated_at": None,
                     "results_url": f"http://{host}:{port}/v1/messages/batches/{batch_id}/results",
                 }
-            )  # fmt: skip
+            )
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("request-id", "req_bench")
@@ -103,14 +133,28 @@ def serve_results(files: dict[str, Path]) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    return Handler
+
+
+def _serve(files: dict[str, Path], port: multiprocessing.Queue[int]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(files))
+    port.put(server.server_address[1])
+    server.serve_forever()
+
+
+@contextmanager
+def serve_results(files: dict[str, Path]) -> Iterator[str]:
+    """Serve retrieve + results for ended batches whose lines are in files, from another
+    process (as a remote API would be: no share of this process's CPU); yields the URL."""
+    ctx = multiprocessing.get_context("spawn")
+    port: multiprocessing.Queue[int] = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(files, port), daemon=True)
+    proc.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{port.get(timeout=30)}"
     finally:
-        server.shutdown()
-        server.server_close()
+        proc.terminate()
+        proc.join()
 
 
 @contextmanager
@@ -127,8 +171,17 @@ def ensure_ledger(schema: str = "enrich") -> None:
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     os.environ["BATCH_ENRICH_TARGET"] = "postgres"
     res = dbtRunner().invoke(
-        ["--quiet", "run-operation", "batch_enrich.ensure_ledger", "--project-dir", str(ROOT),
-         "--profiles-dir", str(ROOT), "--vars", f"{{batch_enrich_ledger_schema: {schema}}}"]
-    )  # fmt: skip
+        [
+            "--quiet",
+            "run-operation",
+            "batch_enrich.ensure_ledger",
+            "--project-dir",
+            str(ROOT),
+            "--profiles-dir",
+            str(ROOT),
+            "--vars",
+            f"{{batch_enrich_ledger_schema: {schema}}}",
+        ]
+    )
     if not res.success:
         raise SystemExit(f"ensure_ledger failed: {res.exception}")

@@ -26,20 +26,20 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, ensure_ledger, postgres, results_file, serve_results  # noqa: E402
+from _common import ROOT, ensure_ledger, postgres, results_file, serve_results
 
 COPY_OPTS = "(format csv, quote e'\\x01', delimiter e'\\x02')"
 
 
 def raw_copy(conninfo: str, path: Path) -> float:
     with psycopg.connect(conninfo) as conn:
-        conn.execute("drop table if exists raw_copy; create unlogged table raw_copy (line jsonb)")
+        conn.execute("drop table if exists raw_copy; create table raw_copy (line jsonb)")
         conn.commit()
         start = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f"copy raw_copy (line) from stdin {COPY_OPTS}") as cp:
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    cp.write(chunk)
+        copy_sql = f"copy raw_copy (line) from stdin {COPY_OPTS}"
+        with conn.cursor() as cur, cur.copy(copy_sql) as cp, path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                cp.write(chunk)
         conn.commit()
         return time.perf_counter() - start
 
@@ -53,13 +53,30 @@ def prepare_batch(conninfo: str, batch_id: str, n: int) -> str:
             "request_count, body_bytes, intent_at) values (%s, %s, 'bench', 'ended', %s, 0, now())",
             (sid, batch_id, n),
         )
-        with conn.cursor() as cur, cur.copy(
-            "copy enrich.requests (submission_id, custom_id, enrichment, primary_key, request_hash,"
-            " attempt, flag_reason, model, prompt_version, max_tokens, params_bytes) from stdin"
-        ) as cp:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "copy enrich.requests (submission_id, custom_id, enrichment, primary_key,"
+                " request_hash, attempt, flag_reason, model, prompt_version, max_tokens,"
+                " params_bytes) from stdin"
+            ) as cp,
+        ):
             for i in range(n):
-                cp.write_row((sid, str(i), "bench", f'{{"id": {i}}}', "h", 1, "new",
-                              "claude-haiku-4-5", "v1", 100, 100))  # fmt: skip
+                cp.write_row(
+                    (
+                        sid,
+                        str(i),
+                        "bench",
+                        f'{{"id": {i}}}',
+                        "h",
+                        1,
+                        "new",
+                        "claude-haiku-4-5",
+                        "v1",
+                        100,
+                        100,
+                    )
+                )
     return sid
 
 
@@ -86,7 +103,9 @@ def naive(conninfo: str, batch_id: str) -> float:
 
     client = anthropic.Anthropic()
     with psycopg.connect(conninfo) as conn:
-        conn.execute("create table naive (batch_id text, custom_id text, result_type text, line jsonb)")
+        conn.execute(
+            "create table naive (batch_id text, custom_id text, result_type text, line jsonb)"
+        )
         conn.commit()
         start = time.perf_counter()
         buf: list[tuple[str, str, str, str]] = []
@@ -142,17 +161,23 @@ def main() -> None:
             rss = {}
             for count in (n, small):
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(count)], env=env, cwd=ROOT,
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
+                    [sys.executable, __file__, "--child", str(count)],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rss[count] = int(out.stdout.strip().splitlines()[-1])
     print(f"raw COPY into jsonb : {t_copy:6.2f} s  {n / t_copy:9,.0f} lines/s")
     print(f"ours (landing)      : {t_ours:6.2f} s  {n / t_ours:9,.0f} lines/s")
     print(f"naive SDK + INSERT  : {t_naive:6.2f} s  {n / t_naive:9,.0f} lines/s")
     print(f"ours / raw COPY speed = {t_copy / t_ours:.2f}  (target >= 0.5)")
     print(f"ours / naive speed    = {t_naive / t_ours:.1f}x (target >= 10)")
-    print(f"peak RSS landing {n}: {rss[n] / 1024:.0f} MiB; {small}: {rss[small] / 1024:.0f} MiB; "
-          f"ratio {rss[n] / rss[small]:.2f} (target <= 1.5)")  # fmt: skip
+    print(
+        f"peak RSS landing {n}: {rss[n] / 1024:.0f} MiB; {small}: {rss[small] / 1024:.0f} MiB; "
+        f"ratio {rss[n] / rss[small]:.2f} (target <= 1.5)"
+    )
 
 
 if __name__ == "__main__":

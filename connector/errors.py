@@ -44,6 +44,10 @@ class LedgerError(EnrichError):
     """The ledger refused a state change (an illegal transition or a lost race)."""
 
 
+class DuplicateResultLinesError(LedgerError):
+    """A results stream repeated a custom_id; the landing rolled back."""
+
+
 class TransientApiError(EnrichError):
     """A call failed in a way that may succeed later (5xx, 529, timeouts, cut streams)."""
 

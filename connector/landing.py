@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from connector.api import BatchApi, RemoteBatch
 from connector.crashpoints import crash_point
-from connector.errors import TransientApiError
-from connector.ledger.base import BatchRecord, Ledger, PollUpdate
+from connector.errors import DuplicateResultLinesError, TransientApiError
+from connector.ledger.base import BatchRecord, LandSummary, Ledger, PollUpdate
 from connector.policy import BatchStatus
 from connector.reconcile import is_adopted
 from connector.result_lines import CopyRows, MalformedLineError
@@ -128,16 +128,16 @@ def _land(
     on_progress: Callable[[str], None],
 ) -> None:
     assert batch.batch_id is not None
-    rows = CopyRows(batch_id=batch.batch_id, landed_at=datetime.now(UTC).isoformat())
     adopted = is_adopted(batch.note)
+    landed_at = datetime.now(UTC).isoformat()
     try:
-        with api.results(batch.batch_id) as chunks:
-            summary = ledger.land(
-                batch.submission_id,
-                batch.batch_id,
-                _crash_midway(rows.rows(chunks)),
-                require_own=adopted,
-            )
+        try:
+            rows = CopyRows(batch_id=batch.batch_id, landed_at=landed_at)
+            summary = _land_once(ledger, api, batch, rows, adopted)
+        except DuplicateResultLinesError as exc:
+            log.warning("enrichment=%s batch_id=%s %s", batch.enrichment, batch.batch_id, exc)
+            rows = CopyRows(batch_id=batch.batch_id, landed_at=landed_at, fast=False)
+            summary = _land_once(ledger, api, batch, rows, adopted)
     except (TransientApiError, MalformedLineError) as exc:
         report.problems.append(f"{batch.enrichment} {batch.batch_id}: {exc}")
         report.in_flight += 1
@@ -193,6 +193,19 @@ def _land(
         "enrichment=%s batch_id=%s landed %d lines", batch.enrichment, batch.batch_id, summary.lines
     )
     on_progress(f"{batch.enrichment}: landed {batch.batch_id} ({summary.lines} lines)")
+
+
+def _land_once(
+    ledger: Ledger, api: BatchApi, batch: BatchRecord, rows: CopyRows, adopted: bool
+) -> LandSummary:
+    assert batch.batch_id is not None
+    with api.results(batch.batch_id) as chunks:
+        return ledger.land(
+            batch.submission_id,
+            batch.batch_id,
+            _crash_midway(rows.rows(chunks)),
+            require_own=adopted,
+        )
 
 
 def _crash_midway(chunks: Iterator[bytes]) -> Iterator[bytes]:

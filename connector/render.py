@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -16,10 +15,14 @@ from connector.sync import SyncReport
 
 
 def _plain(value: Any) -> Any:
+    # not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs, which
+    # counts the pairs instead of keeping the counts
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, Counter):
-        return dict(value)
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_")
+        }
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

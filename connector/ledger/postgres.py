@@ -13,9 +13,10 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import TupleRow
 
-from connector.errors import ConfigError, LedgerError
+from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
 from connector.ledger.base import (
     BatchRecord,
     LandSummary,
@@ -332,9 +333,9 @@ class PostgresLedger:
         results = self._t("results_raw")
         with self._conn.transaction() as tx, self._conn.cursor() as cur:
             cur.execute(
-                sql.SQL("select status from {} where submission_id = %s for update").format(
-                    self._t("batches")
-                ),
+                sql.SQL(
+                    "select status, request_count from {} where submission_id = %s for update"
+                ).format(self._t("batches")),
                 (submission_id,),
             )
             row = cur.fetchone()
@@ -343,28 +344,23 @@ class PostgresLedger:
             copy_sql = sql.SQL(
                 "copy {} (batch_id, custom_id, result_type, line, landed_at) from stdin {}"
             ).format(results, _COPY_OPTIONS)
-            with cur.copy(copy_sql) as copy:
-                for chunk in copy_rows:
-                    copy.write(chunk)
-            cur.execute(
-                sql.SQL(
-                    """
-                    select
-                      (select count(*) from {res} where batch_id = %(b)s),
-                      (select count(*) from {res} as x where x.batch_id = %(b)s and not exists (
-                          select 1 from {req} as r
-                          where r.submission_id = %(s)s and r.custom_id = x.custom_id)),
-                      (select count(*) from {req} as r
-                        where r.submission_id = %(s)s and not exists (
-                          select 1 from {res} as x
-                          where x.batch_id = %(b)s and x.custom_id = r.custom_id))
-                    """
-                ).format(res=results, req=self._t("requests")),
-                {"b": batch_id, "s": submission_id},
-            )
-            counts = cur.fetchone()
-            assert counts is not None
-            summary = LandSummary(int(counts[0]), int(counts[1]), int(counts[2]))
+            # the queued writer sends on a worker thread while this one frames lines
+            try:
+                with cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+                    for chunk in copy_rows:
+                        copy.write(chunk)
+            except psycopg.errors.UniqueViolation:
+                raise DuplicateResultLinesError(
+                    f"results of {batch_id} repeat a custom_id; landing again without repeats"
+                ) from None
+            lines = cur.rowcount
+            request_count = int(row[1])
+            summary = LandSummary(lines, 0, 0)
+            if require_own or lines != request_count:
+                # one join tells both: lines that match no request, requests with no line.
+                # With as many (unique) lines as requests and a batch we created, the
+                # counts already agree; dbt's reconciliation model checks ids again.
+                summary = self._coverage(cur, submission_id, batch_id, lines, request_count)
             if require_own and summary.foreign_lines:
                 raise psycopg.Rollback(tx)  # not ours: land nothing
             cur.execute(
@@ -375,6 +371,21 @@ class PostgresLedger:
                 (BatchStatus.LANDED.value, summary.lines, submission_id),
             )
         return summary
+
+    def _coverage(
+        self, cur: psycopg.Cursor[TupleRow], sid: str, batch_id: str, lines: int, requests: int
+    ) -> LandSummary:
+        cur.execute(
+            sql.SQL(
+                "select count(*) from {res} as x join {req} as r "
+                "on r.submission_id = %(s)s and r.custom_id = x.custom_id "
+                "where x.batch_id = %(b)s"
+            ).format(res=self._t("results_raw"), req=self._t("requests")),
+            {"b": batch_id, "s": sid},
+        )
+        got = cur.fetchone()
+        matched = int(got[0]) if got else 0
+        return LandSummary(lines, lines - matched, requests - matched)
 
     def record_rejections(self, enrichment: str, rows: Sequence[tuple[str | None, str]]) -> None:
         if not rows:

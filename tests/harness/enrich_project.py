@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,15 +116,10 @@ def write_project(
         keys = list(key_columns.get(name, [pk] if isinstance(pk, str) else pk))
         cols = ", ".join(keys)
         src = f"{APP_SCHEMA}.{name}_src"
-        (models / f"{name}.sql").write_text(f"select {cols}, prompt from {src}\n")
-        (models / f"{name}__flagged.sql").write_text(
-            textwrap.dedent(
-                f"""\
-                {{{{ config(materialized='view') }}}}
-                select {cols}, prompt from {src}
-                """
-            )
-        )
+        # dbt model files (test fixtures), not SQL run by the test process
+        (models / f"{name}.sql").write_text(f"select {cols}, prompt from {src}\n")  # noqa: S608
+        flagged = "{{ config(materialized='view') }}\nselect " + cols + ", prompt from " + src
+        (models / f"{name}__flagged.sql").write_text(flagged + "\n")
         schema_yml["models"].append(
             {"name": name, "config": {"materialized": "view", "meta": {"enrich": dict(decl)}}}
         )
@@ -178,10 +172,14 @@ def insert_rows(
 ) -> None:
     table = sql.Identifier(APP_SCHEMA, f"{name}_src")
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*key_cols, "prompt"])
-    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
-        with cur.copy(sql.SQL("copy {} ({}) from stdin").format(table, cols)) as copy:
-            for row in rows:
-                copy.write_row(row)
+    copy_sql = sql.SQL("copy {} ({}) from stdin").format(table, cols)
+    with (
+        psycopg.connect(conninfo, autocommit=True) as conn,
+        conn.cursor() as cur,
+        cur.copy(copy_sql) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 def create_flagged_views(conninfo: str, project: Path, names: Sequence[str]) -> None:

@@ -23,11 +23,30 @@ def _enrich(project: Path, crash_at: str | None, *extra: str) -> subprocess.Comp
     if crash_at:
         env["BATCH_ENRICH_CRASH_AT"] = crash_at
     return subprocess.run(
-        [sys.executable, "-m", "connector", "sync", "--project-dir", str(project),
-         "--select", "items", "--wait", "--poll-interval", "0", "--reconcile-grace", "0",
-         "--max-wait", "60", "--json", *extra],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "sync",
+            "--project-dir",
+            str(project),
+            "--select",
+            "items",
+            "--wait",
+            "--poll-interval",
+            "0",
+            "--reconcile-grace",
+            "0",
+            "--max-wait",
+            "60",
+            "--json",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.mark.parametrize("crash_at", ["after_intent", "after_create", "mid_landing"])

@@ -18,9 +18,9 @@ ROWS = 120
 MAX_ATTEMPTS = 3  # the test project's declaration
 
 FAULTS = [
-    "http_500=0.3",
-    "http_529=0.3",
-    "http_429=0.3,retry_after=0",
+    "http_500=0.5",
+    "http_529=0.5",
+    "http_429=0.5,retry_after=0",
     "http_500@create=0.5",
     "create_no_answer=0.6",
     "results_cut=0.6",

@@ -67,20 +67,47 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
     insert_rows(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(30, 35)])
     env = dict(os.environ)
     verbose = subprocess.run(
-        [sys.executable, "-m", "connector", "sync", "--project-dir", str(enrich_project),
-         "--select", "items", "-vv", "--poll-interval", "0", "--wait"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "sync",
+            "--project-dir",
+            str(enrich_project),
+            "--select",
+            "items",
+            "-vv",
+            "--poll-interval",
+            "0",
+            "--wait",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert "DEBUG" in verbose.stderr  # debug logging really was on
     insert_rows(enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(35, 40)])
     with run_emulator(EmulatorConfig(api_key="sk-ant-the-only-valid-key")) as strict:
         env["ANTHROPIC_BASE_URL"] = strict.base_url
         refused = subprocess.run(
-            [sys.executable, "-m", "connector", "sync", "--project-dir", str(enrich_project),
-             "--select", "items", "-vv"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "sync",
+                "--project-dir",
+                str(enrich_project),
+                "--select",
+                "items",
+                "-vv",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert refused.returncode == 3, refused.stderr[-2000:]
 
     for text in (
@@ -101,10 +128,21 @@ def test_refused_key_stops_the_run_with_exit_3_and_consumes_no_attempts(
     with run_emulator(EmulatorConfig(api_key="sk-ant-the-only-valid-key")) as strict:
         env = dict(os.environ, ANTHROPIC_BASE_URL=strict.base_url)
         out = subprocess.run(
-            [sys.executable, "-m", "connector", "sync", "--project-dir", str(enrich_project),
-             "--select", "items"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "sync",
+                "--project-dir",
+                str(enrich_project),
+                "--select",
+                "items",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert out.returncode == 3, out.stderr
     assert "refused the account" in out.stderr and "ANTHROPIC_API_KEY" in out.stderr
     assert API_KEY not in out.stderr + out.stdout

@@ -35,8 +35,13 @@ def test_extract_key_rejects_what_is_not_a_result_line(bad: bytes) -> None:
         extract_key(bad)
 
 
-@given(st.lists(st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b and b.strip()), max_size=20),
-       st.integers(min_value=1, max_value=17))  # fmt: skip
+@given(
+    st.lists(
+        st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b and b.strip()),
+        max_size=20,
+    ),
+    st.integers(min_value=1, max_value=17),
+)
 def test_split_lines_is_independent_of_chunking(lines: list[bytes], size: int) -> None:
     data = b"\n".join(lines) + b"\n"
     chunks = [data[i : i + size] for i in range(0, len(data), size)]
@@ -44,13 +49,15 @@ def test_split_lines_is_independent_of_chunking(lines: list[bytes], size: int) -
 
 
 def test_split_lines_drops_blank_lines_and_keeps_a_final_unterminated_line() -> None:
-    assert list(split_lines([b'a\n\n  \nb', b"c"])) == [b"a", b"bc"]
+    assert list(split_lines([b"a\n\n  \nb", b"c"])) == [b"a", b"bc"]
 
 
 def test_copy_rows_frames_each_line_and_fixes_nul_escapes() -> None:
     nul = b'{"custom_id":"n","result":{"type":"succeeded","text":"a\\u0000b"}}'
     escaped = b'{"custom_id":"e","result":{"type":"succeeded","text":"a\\\\u0000b"}}'
-    rows = CopyRows(batch_id="msgbatch_1", landed_at="2026-01-01T00:00:00+00:00", chunk_lines=2)
+    rows = CopyRows(
+        batch_id="msgbatch_1", landed_at="2026-01-01T00:00:00+00:00", chunk_lines=2, fast=False
+    )
     data = b"".join(rows.rows([_line("a") + b"\n" + nul + b"\n", escaped + b"\n" + _line("a")]))
     out = data.split(b"\n")[:-1]
     assert len(out) == 3 and rows.lines == 3
@@ -62,3 +69,41 @@ def test_copy_rows_frames_each_line_and_fixes_nul_escapes() -> None:
     assert rows.nul_fixed == ["n"]
     assert rows.duplicates == ["a"]
     orjson.loads(fields[1][3])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+            st.sampled_from(["succeeded", "errored", "expired", "canceled"]),
+            st.text(max_size=40),
+            st.booleans(),
+        ),
+        max_size=25,
+        unique_by=lambda t: t[0],
+    ),
+    st.integers(min_value=1, max_value=300),
+)
+def test_fast_path_equals_line_by_line_framing(
+    items: list[tuple[str, str, str, bool]], size: int
+) -> None:
+    lines = []
+    for cid, kind, text, reorder in items:
+        obj = {"custom_id": cid, "result": {"type": kind, "text": text}}
+        if reorder:
+            obj = {"result": obj["result"], "custom_id": cid}
+        lines.append(orjson.dumps(obj))
+    data = b"".join(line + b"\n" for line in lines)
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    fast = CopyRows(batch_id="b", landed_at="t")
+    slow = CopyRows(batch_id="b", landed_at="t", fast=False)
+    assert b"".join(fast.rows(chunks)) == b"".join(slow.rows(chunks))
+    assert fast.lines == slow.lines == len(lines)
+
+
+def test_fast_path_leaves_repeats_to_the_primary_key() -> None:
+    data = _line("a") + b"\n" + _line("a") + b"\n"
+    fast = CopyRows(batch_id="b", landed_at="t")
+    assert b"".join(fast.rows([data])).count(b"\n") == 2
+    slow = CopyRows(batch_id="b", landed_at="t", fast=False)
+    assert b"".join(slow.rows([data])).count(b"\n") == 1 and slow.duplicates == ["a"]
