@@ -256,8 +256,8 @@ def submit_enrichment(
     sub.flush()
     if report.rejected and api is not None:
         ledger.record_rejections(enrichment.name, report.rejected)
-        for key, why in report.rejected[:20]:
-            log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, key, why)
+        for rejected_key, why in report.rejected[:20]:
+            log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, rejected_key, why)
     return report
 
 
