@@ -8,10 +8,12 @@ import sys
 import threading
 from collections.abc import Callable
 
+from connector.emulator.gc_pause import gc_paused
 from connector.emulator.outputs import ERRORED, BatchContext, ItemResult, errored_line, process_item
 from connector.emulator.state import Batch
 
 Finish = Callable[[Batch, list[ItemResult]], None]
+_BULK_ITEMS = 10_000
 
 
 def process_batch(batch: Batch, context: BatchContext) -> list[ItemResult]:
@@ -52,7 +54,8 @@ class Processor:
                 if job is None:
                     return
                 batch, context = job
-                self._finish(batch, process_batch(batch, context))
+                with gc_paused(batch.size >= _BULK_ITEMS):
+                    self._finish(batch, process_batch(batch, context))
             except Exception as error:  # keep the worker alive for the next batch
                 sys.stderr.write(f"emulator: processing failed: {error!r}\n")
             finally:
