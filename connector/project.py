@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from connector.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LEDGER_SOURCE = "enrich_ledger"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LEDGER_SCHEMA_VAR = "batch_enrich_ledger_schema"
 DEFAULT_LEDGER_SCHEMA = "enrich"
 
@@ -154,7 +156,7 @@ def run_dbt(args: list[str], project_dir: Path, profiles_dir: Path, target: str 
 
     def collect(event: Any) -> None:
         if getattr(event.info, "level", "") == "error" and event.info.msg:
-            errors.append(str(event.info.msg))
+            errors.append(_ANSI.sub("", str(event.info.msg)).strip())
 
     log.info("running dbt %s", " ".join(args))
     result = dbtRunner(callbacks=[collect]).invoke(["--quiet", *full])

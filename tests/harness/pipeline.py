@@ -1,0 +1,95 @@
+"""The example project, copied so a test may edit seeds and declarations, run through
+the real loop: `dbt build` (in-process), `enrich sync --wait` (in-process), `dbt build`."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from connector.project import run_dbt
+from connector.settings import Settings
+from connector.sync import SyncReport, sync
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COPIED = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
+
+
+class Pipeline:
+    def __init__(self, root: Path, conninfo: str) -> None:
+        self.project = root / "project"
+        self.conninfo = conninfo
+        for name in COPIED:
+            src = REPO_ROOT / name
+            dst = self.project / name
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+
+    # --- the loop
+    def build(self) -> None:
+        run_dbt(["build"], self.project, self.project, "postgres")
+
+    def sync(self, *select: str) -> SyncReport:
+        settings = Settings(
+            project_dir=self.project, profiles_dir=self.project, target="postgres",
+            select=select, wait=True, poll_interval=0.0, reconcile_grace_seconds=0.0,
+            max_wait_seconds=120.0,
+        )  # fmt: skip
+        report = sync(settings)
+        assert not report.errors, report.errors
+        return report
+
+    def cycle(self, *select: str) -> SyncReport:
+        report = self.sync(*select)
+        self.build()
+        return report
+
+    # --- inspecting the warehouse
+    def query(self, text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.conninfo) as conn:
+            return [tuple(r) for r in conn.execute(text.encode(), params).fetchall()]
+
+    def flagged(self, enrichment: str) -> dict[str, str]:
+        """key (as text) -> flag_reason of the enrichment's flagged view."""
+        key = "ticket_id" if enrichment == "ticket_triage" else "product_id || '/' || review_id"
+        rows = self.query(
+            f"select ({key})::text, flag_reason from analytics.{enrichment}__flagged"  # noqa: S608
+        )
+        return dict(rows)
+
+    # --- editing the project, as a user would
+    def edit_seed_row(self, seed: str, key_column: str, key: str, column: str, value: str) -> None:
+        path = self.project / "seeds" / "examples" / f"{seed}.csv"
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        fields = list(rows[0])
+        hits = [r for r in rows if r[key_column] == key]
+        assert len(hits) == 1, f"{seed}: no single row {key_column}={key}"
+        hits[0][column] = value
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def edit_declaration(self, enrichment: str, **changes: Any) -> None:
+        path = self.project / "models" / "examples" / "_examples.yml"
+        doc = yaml.safe_load(path.read_text())
+        model = next(m for m in doc["models"] if m["name"] == enrichment)
+        model["config"]["meta"]["enrich"].update(changes)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def prices(self) -> Mapping[str, dict[str, float]]:
+        path = self.project / "seeds" / "batch_enrich_model_prices.csv"
+        with path.open(newline="") as f:
+            return {
+                r["model"]: {k: float(v) for k, v in r.items() if k != "model"}
+                for r in csv.DictReader(f)
+            }
