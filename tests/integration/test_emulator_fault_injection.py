@@ -68,11 +68,16 @@ def run_batch(client: anthropic.Anthropic, requests: list[dict[str, Any]]) -> li
 @pytest.mark.parametrize(
     ("status", "error"),
     [
-        (500, anthropic.InternalServerError),
-        (529, anthropic.APIStatusError),
-        (429, anthropic.RateLimitError),
+        (400, anthropic.BadRequestError),
         (401, anthropic.AuthenticationError),
+        (402, anthropic.APIStatusError),
         (403, anthropic.PermissionDeniedError),
+        (404, anthropic.NotFoundError),
+        (413, anthropic.APIStatusError),
+        (429, anthropic.RateLimitError),
+        (500, anthropic.InternalServerError),
+        (504, anthropic.InternalServerError),
+        (529, anthropic.APIStatusError),
     ],
 )
 def test_http_faults_answer_with_their_status(
