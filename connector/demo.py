@@ -32,9 +32,8 @@ Query = Callable[[str], list[tuple[Any, ...]]]
 @contextmanager
 def _postgres() -> Iterator[Query]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from harness.postgres import fresh_database, running_cluster  # the test harness's cluster
-
     import psycopg
+    from harness.postgres import fresh_database, running_cluster  # the test harness's cluster
 
     with running_cluster() as cluster, fresh_database(cluster, prefix="demo") as db:
         os.environ.update(db.env)

@@ -52,7 +52,8 @@ def test_examples_flow_through_and_changes_are_flagged_precisely(
     categories = {
         c
         for (c,) in p.query(
-            "select distinct category from analytics.ticket_triage__enriched where category is not null"
+            "select distinct category from analytics.ticket_triage__enriched "
+            "where category is not null"
         )
     }
     assert categories <= {"billing", "bug", "feature_request", "account", "other"}
@@ -106,7 +107,8 @@ def test_examples_flow_through_and_changes_are_flagged_precisely(
     # reconciliation: every submitted request has one terminal outcome (dbt test passed
     # inside build); check the model's view of it too
     bad = p.query(
-        "select count(*) from analytics.enrich_reconciliation where not coalesce(is_reconciled, false)"
+        "select count(*) from analytics.enrich_reconciliation "
+        "where not coalesce(is_reconciled, false)"
     )
     assert bad[0][0] == 0
 
@@ -158,7 +160,8 @@ def test_retries_stop_at_max_attempts(pipeline: Pipeline, emulator: Any) -> None
     attempts = Counter(
         n
         for (n,) in p.query(
-            "select count(*) from enrich.requests where enrichment = 'review_aspects' group by custom_id"
+            "select count(*) from enrich.requests "
+            "where enrichment = 'review_aspects' group by custom_id"
         )
     )
     assert attempts == {3: REVIEWS}
@@ -210,12 +213,14 @@ def test_truncated_outputs_are_repaired_with_doubled_max_tokens(
     )[0][0]
     assert truncated > 0
     flagged = p.query(
-        "select flag_reason, max_tokens, count(*) from analytics.ticket_triage__flagged group by 1, 2"
+        "select flag_reason, max_tokens, count(*) "
+        "from analytics.ticket_triage__flagged group by 1, 2"
     )
     assert ("repair", 24, truncated) in flagged
     p.cycle("ticket_triage")
     repaired = p.query(
-        "select count(*) from analytics.ticket_triage__enriched where attempt = 2 and category is not null"
+        "select count(*) from analytics.ticket_triage__enriched "
+        "where attempt = 2 and category is not null"
     )[0][0]
     assert repaired > 0
     sent = p.query(

@@ -31,7 +31,7 @@ FAULTS = [
     "item_canceled=0.3",
     "output_not_json=0.3",
     "output_schema_violation=0.3",
-    "batch_expire=0.5",
+    "batch_expire=0.5,seed=4",
     "http_500=0.1,http_529@retrieve=0.1,http_429=0.1,retry_after=0,create_no_answer=0.3,"
     "results_cut=0.3,item_api_error=0.1,item_overloaded=0.1,item_invalid_request=0.1,"
     "item_expired=0.1,item_canceled=0.1,output_not_json=0.1,output_schema_violation=0.1,"
@@ -63,7 +63,7 @@ def test_faults_lose_nothing_and_land_nothing_twice(
         enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"]
     )
     create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
-    emulator.set_faults(spec + ",seed=11")
+    emulator.set_faults(spec if "seed=" in spec else spec + ",seed=11")
 
     for _ in range(15):
         report = sync(settings)
