@@ -31,9 +31,13 @@ Query = Callable[[str], list[tuple[Any, ...]]]
 
 @contextmanager
 def _postgres() -> Iterator[Query]:
+    # the private cluster of the test harness (initdb/pg_ctl as the postgres user)
     sys.path.insert(0, str(ROOT / "tests"))
     import psycopg
-    from harness.postgres import fresh_database, running_cluster  # the test harness's cluster
+    from harness.postgres import (  # type: ignore[import-not-found,unused-ignore]
+        fresh_database,
+        running_cluster,
+    )
 
     with running_cluster() as cluster, fresh_database(cluster, prefix="demo") as db:
         os.environ.update(db.env)
