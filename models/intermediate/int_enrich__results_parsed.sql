@@ -10,9 +10,18 @@ with
 
 results as (
 
-    select * from {{ ref('stg_enrich_ledger__results_raw') }}
+    select * from {{ ref('stg_enrich_ledger__results_raw') }} as results_raw
     {% if is_incremental() %}
-        where landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
+        {#- Lines are immutable: within the lookback window, only the ones not parsed yet. -#}
+        where
+            results_raw.landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
+            and not exists (
+                select 1
+                from {{ this }} as parsed_before
+                where
+                    parsed_before.batch_id = results_raw.batch_id
+                    and parsed_before.custom_id = results_raw.custom_id
+            )
     {% endif %}
 
 ),
@@ -29,49 +38,44 @@ requests as (
 
 ),
 
-requests_by_batch_id as (
+{#- The submission of each line's batch (batches.batch_id is unique), looked up per line
+    rather than joined, so that Postgres can then fetch each request through the
+    ledger's (submission_id, custom_id) key when only a few lines are new. -#}
+with_batches as (
 
     select
-        batches.batch_id,
-        requests.submission_id,
-        requests.custom_id,
-        requests.enrichment,
-        requests.primary_key,
-        requests.request_hash,
-        requests.input_hash,
-        requests.attempt,
-        requests.flag_reason,
-        requests.model,
-        requests.prompt_version,
-        requests.max_tokens
+        results.*,
+        (
+            select batches.submission_id
+            from batches
+            where batches.batch_id = results.batch_id
+        ) as batch_submission_id
 
-    from requests
-    inner join batches
-        on requests.submission_id = batches.submission_id
-    where batches.batch_id is not null
+    from results
 
 ),
 
 with_requests as (
 
     select
-        results.*,
-        requests_by_batch_id.submission_id,
-        requests_by_batch_id.enrichment,
-        requests_by_batch_id.primary_key,
-        requests_by_batch_id.request_hash,
-        requests_by_batch_id.input_hash,
-        requests_by_batch_id.attempt,
-        requests_by_batch_id.flag_reason,
-        requests_by_batch_id.model as request_model,
-        requests_by_batch_id.prompt_version,
-        requests_by_batch_id.max_tokens as request_max_tokens
+        with_batches.*,
+        requests.submission_id,
+        requests.enrichment,
+        requests.primary_key,
+        requests.request_hash,
+        requests.input_hash,
+        requests.attempt,
+        requests.flag_reason,
+        requests.model as request_model,
+        requests.prompt_version,
+        requests.max_tokens as request_max_tokens,
+        requests.submission_id is not null as has_request
 
-    from results
-    left join requests_by_batch_id
+    from with_batches
+    left join requests
         on
-            results.batch_id = requests_by_batch_id.batch_id
-            and results.custom_id = requests_by_batch_id.custom_id
+            with_batches.batch_submission_id = requests.submission_id
+            and with_batches.custom_id = requests.custom_id
 
 ),
 
@@ -121,13 +125,13 @@ final as (
         cache_creation_1h_input_tokens,
         service_tier,
         landed_at,
+        has_request,
         case
             when tool_name is not null then 'tool_use'
             when content_text is not null then 'text'
         end as output_source,
         coalesce(tool_input, text_json) as output_json,
-        tool_name is null and content_text is not null and text_json is null as has_json_parse_error,
-        submission_id is not null as has_request
+        tool_name is null and content_text is not null and text_json is null as has_json_parse_error
 
     from with_text_json
 

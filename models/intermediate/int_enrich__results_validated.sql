@@ -21,24 +21,55 @@ declarations as (
 
 ),
 
+{% if is_incremental() %}
+
+{#- Enrichments whose declaration changed since their rows were validated. -#}
+changed_enrichments as (
+
+    select declarations.enrichment
+    from declarations
+    where not exists (
+        select 1
+        from {{ this }} as validated_before
+        where
+            validated_before.enrichment = declarations.enrichment
+            and validated_before.declaration_hash = declarations.declaration_hash
+    )
+
+),
+
+{% endif %}
+
 parsed as (
 
-    select * from {{ ref('int_enrich__results_parsed') }}
+    select * from {{ ref('int_enrich__results_parsed') }} as results_parsed
     {% if is_incremental() %}
+        {#- Parsed rows are immutable: within the lookback window, only the ones not
+            validated yet; plus every row of an enrichment whose declaration changed. The
+            two branches are disjoint, and each is a plain (hashable) anti/semi-join. -#}
         where
-            landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
-            or enrichment in (
-                {#- enrichments whose declaration changed since their rows were validated -#}
-                select declarations.enrichment
-                from declarations
-                where not exists (
-                    select 1
-                    from {{ this }} as validated_before
-                    where
-                        validated_before.enrichment = declarations.enrichment
-                        and validated_before.declaration_hash = declarations.declaration_hash
-                )
+            results_parsed.landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
+            and not exists (
+                select 1
+                from {{ this }} as validated_before
+                where
+                    validated_before.batch_id = results_parsed.batch_id
+                    and validated_before.custom_id = results_parsed.custom_id
             )
+            and not exists (
+                select 1
+                from changed_enrichments
+                where changed_enrichments.enrichment = results_parsed.enrichment
+            )
+
+        union all
+
+        select * from {{ ref('int_enrich__results_parsed') }} as results_parsed
+        where exists (
+            select 1
+            from changed_enrichments
+            where changed_enrichments.enrichment = results_parsed.enrichment
+        )
     {% endif %}
 
 ),

@@ -20,7 +20,13 @@ requests as (
 
 landed_lines as (
 
-    select * from {{ ref('stg_enrich_ledger__results_raw') }}
+    {#- Only the columns used: this CTE is read twice, so Postgres materializes it, and
+        `select *` would extract every JSON field of every line. -#}
+    select
+        batch_id,
+        custom_id,
+        result_type
+    from {{ ref('stg_enrich_ledger__results_raw') }}
 
 ),
 
