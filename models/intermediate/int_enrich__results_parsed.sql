@@ -10,9 +10,9 @@ with
 
 results as (
 
-    select * from {{ ref('stg_enrich_ledger__results_raw') }} as results_raw
+    select results_raw.* from {{ ref('stg_enrich_ledger__results_raw') }} as results_raw
     {% if is_incremental() %}
-        {#- Lines are immutable: within the lookback window, only the ones not parsed yet. -#}
+        {# Lines are immutable: within the lookback window, only the ones not parsed yet. #}
         where
             results_raw.landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
             and not exists (
@@ -38,9 +38,9 @@ requests as (
 
 ),
 
-{#- The submission of each line's batch (batches.batch_id is unique), looked up per line
-    rather than joined, so that Postgres can then fetch each request through the
-    ledger's (submission_id, custom_id) key when only a few lines are new. -#}
+{# The submission of each line's batch (batches.batch_id is unique), looked up per line
+   rather than joined, so that Postgres can then fetch each request through the
+   ledger's (submission_id, custom_id) key when only a few lines are new. #}
 with_batches as (
 
     select

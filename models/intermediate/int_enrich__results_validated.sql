@@ -21,32 +21,31 @@ declarations as (
 
 ),
 
-{% if is_incremental() %}
-
-{#- Enrichments whose declaration changed since their rows were validated. -#}
+{# Enrichments whose declaration changed since their rows were validated (all of them on
+   a full build, where this CTE is not used). #}
 changed_enrichments as (
 
     select declarations.enrichment
     from declarations
-    where not exists (
-        select 1
-        from {{ this }} as validated_before
-        where
-            validated_before.enrichment = declarations.enrichment
-            and validated_before.declaration_hash = declarations.declaration_hash
-    )
+    {% if is_incremental() %}
+        where not exists (
+            select 1
+            from {{ this }} as validated_before
+            where
+                validated_before.enrichment = declarations.enrichment
+                and validated_before.declaration_hash = declarations.declaration_hash
+        )
+    {% endif %}
 
 ),
 
-{% endif %}
-
 parsed as (
 
-    select * from {{ ref('int_enrich__results_parsed') }} as results_parsed
+    select results_parsed.* from {{ ref('int_enrich__results_parsed') }} as results_parsed
     {% if is_incremental() %}
-        {#- Parsed rows are immutable: within the lookback window, only the ones not
-            validated yet; plus every row of an enrichment whose declaration changed. The
-            two branches are disjoint, and each is a plain (hashable) anti/semi-join. -#}
+        {# Parsed rows are immutable: within the lookback window, only the ones not
+           validated yet; plus every row of an enrichment whose declaration changed. The
+           two branches are disjoint, and each is a plain (hashable) anti/semi-join. #}
         where
             results_parsed.landed_at >= {{ batch_enrich.incremental_cutoff(this) }}
             and not exists (
@@ -64,7 +63,7 @@ parsed as (
 
         union all
 
-        select * from {{ ref('int_enrich__results_parsed') }} as results_parsed
+        select results_parsed.* from {{ ref('int_enrich__results_parsed') }} as results_parsed
         where exists (
             select 1
             from changed_enrichments
