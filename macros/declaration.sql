@@ -72,7 +72,7 @@
     {%- set known = [
         'primary_key', 'model', 'max_tokens', 'prompt_column', 'system', 'output_schema',
         'tool', 'prompt_version', 'max_attempts', 'repair', 'max_requests_per_batch',
-        'max_batch_bytes', 'flagged_model', 'budget_usd',
+        'max_batch_bytes', 'flagged_model', 'budget_usd', 'dedupe', 'cache',
     ] -%}
     {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
 
@@ -128,6 +128,12 @@
         {%- set value = decl.get(key) -%}
         {%- if value is not none and (value is not string or (key != 'system' and value | length == 0)) -%}
             {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be a non-empty string, got: " ~ value) -%}
+        {%- endif -%}
+    {%- endfor -%}
+
+    {%- for key in ['dedupe', 'cache'] -%}
+        {%- if decl.get(key) is not none and decl.get(key) is not boolean -%}
+            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be true or false, got: " ~ decl.get(key)) -%}
         {%- endif -%}
     {%- endfor -%}
 
