@@ -28,6 +28,10 @@ def open_ledger(target: Target, schema: str) -> Ledger:
         from connector.ledger.postgres import PostgresLedger
 
         return PostgresLedger.connect(target, schema)
+    if target.type == "duckdb":
+        from connector.ledger.duckdb import DuckDBLedger
+
+        return DuckDBLedger.connect(target, schema)
     raise ConfigError(
-        f"target '{target.name}' has type '{target.type}'; the connector supports: postgres"
+        f"target '{target.name}' has type '{target.type}'; the connector supports: postgres, duckdb"
     )

@@ -25,7 +25,7 @@ APP_SCHEMA = "app"
 
 PROFILES = """
 batch_enrich:
-  target: postgres
+  target: "{{ env_var('BATCH_ENRICH_TARGET', 'postgres') }}"
   outputs:
     postgres:
       type: postgres
@@ -34,6 +34,11 @@ batch_enrich:
       user: "{{ env_var('PGUSER') }}"
       password: "{{ env_var('PGPASSWORD', '') }}"
       dbname: "{{ env_var('PGDATABASE') }}"
+      schema: analytics
+      threads: 1
+    duckdb:
+      type: duckdb
+      path: "{{ env_var('BATCH_ENRICH_DUCKDB_PATH') }}"
       schema: analytics
       threads: 1
 """

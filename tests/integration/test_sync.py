@@ -1,12 +1,11 @@
-"""`enrich sync` on real Postgres, the official SDK and the emulator over HTTP."""
+"""`enrich sync` on real Postgres and DuckDB, the official SDK and the emulator over HTTP."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from harness.enrich_project import create_flagged_views, create_source, fetch, insert_rows
-from harness.postgres import PgDatabase
+from harness.warehouses import Warehouse
 
 from connector.settings import Settings
 from connector.sync import sync
@@ -19,13 +18,13 @@ def _prompts(start: int, stop: int) -> list[tuple[object, ...]]:
     ]
 
 
-def _setup(db: PgDatabase, project: Path, rows: list[tuple[object, ...]]) -> None:
-    create_source(db.conninfo, "items", rows)
-    create_flagged_views(db.conninfo, project, ["items"])
+def _setup(wh: Warehouse, project: Path, rows: list[tuple[object, ...]]) -> None:
+    wh.create_source("items", rows)
+    wh.create_flagged_views(project, ["items"])
 
 
 def test_thousand_rows_land_once_and_match_their_rows(
-    enrich_env: PgDatabase, enrich_project: Path, settings: Settings, emulator: Any
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
 ) -> None:
     _setup(enrich_env, enrich_project, _prompts(0, 1000))
 
@@ -34,10 +33,9 @@ def test_thousand_rows_land_once_and_match_their_rows(
     assert report.errors == []
     assert sum(s.submitted for s in report.submitted) == 1000
     assert report.in_flight == 0
-    landed = fetch(
-        enrich_env.conninfo,
+    landed = enrich_env.fetch(
         """
-        select (r.primary_key ->> 'item_id')::int, x.result_type, x.line::jsonb ->> 'custom_id'
+        select (r.primary_key ->> 'item_id')::int, x.result_type, x.line ->> 'custom_id'
         from enrich.requests as r
         join enrich.batches as b using (submission_id)
         join enrich.results_raw as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
@@ -48,9 +46,9 @@ def test_thousand_rows_land_once_and_match_their_rows(
     # each line is matched by custom_id (the integer key verbatim), never by position
     assert all(str(k) == cid for k, _, cid in landed)
     assert {t for _, t, _ in landed} == {"succeeded"}
-    assert fetch(enrich_env.conninfo, "select count(*) from enrich.results_raw")[0][0] == 1000
+    assert enrich_env.fetch("select count(*) from enrich.results_raw")[0][0] == 1000
     # split at the declaration's max_requests_per_batch (400)
-    sizes = fetch(enrich_env.conninfo, "select request_count from enrich.batches order by 1")
+    sizes = enrich_env.fetch("select request_count from enrich.batches order by 1")
     assert [n for (n,) in sizes] == [200, 400, 400]
     stats = emulator.stats()
     assert stats["batches_created"] == 3
@@ -61,8 +59,8 @@ def test_thousand_rows_land_once_and_match_their_rows(
     assert again.submitted[0].skipped == {"already succeeded for this exact request": 1000}
     assert emulator.stats()["batches_created"] == 3
 
-    insert_rows(enrich_env.conninfo, "items", _prompts(1000, 1025))
+    enrich_env.insert_rows("items", _prompts(1000, 1025))
     third = sync(settings)
     assert sum(s.submitted for s in third.submitted) == 25
-    assert fetch(enrich_env.conninfo, "select count(*) from enrich.results_raw")[0][0] == 1025
+    assert enrich_env.fetch("select count(*) from enrich.results_raw")[0][0] == 1025
     assert max(emulator.stats()["requests_by_custom_id"].values()) == 1

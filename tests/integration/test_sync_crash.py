@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.enrich_project import KEY_TYPES, create_flagged_views, create_source, fetch
-from harness.postgres import PgDatabase
+from harness.enrich_project import KEY_TYPES
+from harness.warehouses import Warehouse
 
 ROWS = 300
 
@@ -51,12 +51,10 @@ def _enrich(project: Path, crash_at: str | None, *extra: str) -> subprocess.Comp
 
 @pytest.mark.parametrize("crash_at", ["after_intent", "after_create", "mid_landing"])
 def test_killed_sync_resumes_without_loss_or_duplicates(
-    crash_at: str, enrich_env: PgDatabase, enrich_project: Path, emulator: Any
+    crash_at: str, enrich_env: Warehouse, enrich_project: Path, emulator: Any
 ) -> None:
-    create_source(
-        enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"]
-    )
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
+    enrich_env.create_source("items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
 
     killed = _enrich(enrich_project, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -64,30 +62,26 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
     again = _enrich(enrich_project, None)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
 
-    lines = fetch(enrich_env.conninfo, "select custom_id from enrich.results_raw")
+    lines = enrich_env.fetch("select custom_id from enrich.results_raw")
     assert sorted(int(c) for (c,) in lines) == list(range(ROWS))  # all landed, none twice
     received = Counter(emulator.stats()["requests_by_custom_id"])
     assert set(received) == {str(i) for i in range(ROWS)}
     # no row submitted twice: the orphan batch (if any) was adopted, not duplicated
     assert max(received.values()) == 1, received.most_common(3)
-    statuses = Counter(
-        s for (s,) in fetch(enrich_env.conninfo, "select status from enrich.batches")
-    )
+    statuses = Counter(s for (s,) in enrich_env.fetch("select status from enrich.batches"))
     if crash_at == "after_intent":
         assert statuses["abandoned"] == 1  # the intent never reached the API
     if crash_at == "after_create":
-        notes = fetch(enrich_env.conninfo, "select note from enrich.batches where note is not null")
+        notes = enrich_env.fetch("select note from enrich.batches where note is not null")
         assert any("adopted" in n for (n,) in notes)
     assert statuses["landed"] >= 1
 
 
 def test_create_that_commits_but_never_answers_is_adopted_not_duplicated(
-    enrich_env: PgDatabase, enrich_project: Path, emulator: Any
+    enrich_env: Warehouse, enrich_project: Path, emulator: Any
 ) -> None:
-    create_source(
-        enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"]
-    )
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
+    enrich_env.create_source("items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
     emulator.set_faults("create_no_answer=1.0,seed=3")
     first = _enrich(enrich_project, None)
     assert first.returncode in (0, 1), first.stderr[-2000:]
@@ -98,5 +92,5 @@ def test_create_that_commits_but_never_answers_is_adopted_not_duplicated(
     assert emulator.stats()["faults_fired"].get("create_no_answer", 0) >= 1
     received = Counter(emulator.stats()["requests_by_custom_id"])
     assert len(received) == ROWS and max(received.values()) == 1
-    lines = fetch(enrich_env.conninfo, "select count(*) from enrich.results_raw")
+    lines = enrich_env.fetch("select count(*) from enrich.results_raw")
     assert lines[0][0] == ROWS

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.enrich_project import KEY_TYPES, create_flagged_views, create_source, fetch
-from harness.postgres import PgDatabase
+from harness.enrich_project import KEY_TYPES
+from harness.warehouses import Warehouse
 
 from connector.settings import Settings
 from connector.sync import sync
@@ -39,10 +39,9 @@ FAULTS = [
 ]
 
 
-def _outcomes(conninfo: str) -> list[tuple[Any, ...]]:
+def _outcomes(wh: Warehouse) -> list[tuple[Any, ...]]:
     """Per request: custom_id, batch status, result type, error type."""
-    return fetch(
-        conninfo,
+    return wh.fetch(
         """
         select r.custom_id, b.status, x.result_type,
                x.line -> 'result' -> 'error' -> 'error' ->> 'type'
@@ -57,12 +56,10 @@ def _outcomes(conninfo: str) -> list[tuple[Any, ...]]:
     "spec", FAULTS, ids=[f.split("=")[0] if "," not in f[:-30] else f for f in FAULTS]
 )
 def test_faults_lose_nothing_and_land_nothing_twice(
-    spec: str, enrich_env: PgDatabase, enrich_project: Path, settings: Settings, emulator: Any
+    spec: str, enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
 ) -> None:
-    create_source(
-        enrich_env.conninfo, "items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"]
-    )
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
+    enrich_env.create_source("items", [(i, f"item {i}") for i in range(ROWS)], KEY_TYPES["items"])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
     emulator.set_faults(spec if "seed=" in spec else spec + ",seed=11")
 
     for _ in range(15):
@@ -80,7 +77,7 @@ def test_faults_lose_nothing_and_land_nothing_twice(
     kinds = {t.split("=")[0].split("@")[0] for t in spec.split(",")} - {"retry_after"}
     assert set(fired) & kinds, f"no fault of {kinds} fired: {fired}"
 
-    rows = _outcomes(enrich_env.conninfo)
+    rows = _outcomes(enrich_env)
     per_row: dict[str, list[tuple[Any, ...]]] = {}
     for r in rows:
         per_row.setdefault(r[0], []).append(r)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.enrich_project import KEY_TYPES, create_flagged_views, create_source, fetch, with_
-from harness.postgres import PgDatabase
+from harness.enrich_project import KEY_TYPES, with_
+from harness.warehouses import Warehouse
 
 from connector.custom_id import CUSTOM_ID_RE
 from connector.settings import Settings
@@ -26,11 +26,10 @@ ODD_KEYS = [
 ]
 
 
-def _landed_by_key(conninfo: str, enrichment: str) -> dict[str, tuple[str, str]]:
-    rows = fetch(
-        conninfo,
+def _landed_by_key(wh: Warehouse, enrichment: str) -> dict[str, tuple[str, str]]:
+    rows = wh.fetch(
         """
-        select r.primary_key::text, r.custom_id, x.line::jsonb ->> 'custom_id'
+        select r.primary_key::text, r.custom_id, x.line ->> 'custom_id'
         from enrich.requests as r
         join enrich.batches as b using (submission_id)
         join enrich.results_raw as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
@@ -42,17 +41,15 @@ def _landed_by_key(conninfo: str, enrichment: str) -> dict[str, tuple[str, str]]
 
 
 def test_text_keys_verbatim_or_encoded_round_trip(
-    enrich_env: PgDatabase, enrich_project: Path, settings: Settings
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings
 ) -> None:
-    create_source(
-        enrich_env.conninfo, "docs", [(k, f"Doc {k!r}") for k in ODD_KEYS], KEY_TYPES["docs"]
-    )
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["docs"])
+    enrich_env.create_source("docs", [(k, f"Doc {k!r}") for k in ODD_KEYS], KEY_TYPES["docs"])
+    enrich_env.create_flagged_views(enrich_project, ["docs"])
 
     report = sync(with_(settings, select=("docs",)))
 
     assert report.errors == []
-    landed = _landed_by_key(enrich_env.conninfo, "docs")
+    landed = _landed_by_key(enrich_env, "docs")
     assert len(landed) == len(ODD_KEYS)
     by_key = {json.loads(pk)["doc_key"]: ids for pk, ids in landed.items()}
     assert set(by_key) == set(ODD_KEYS)
@@ -63,19 +60,19 @@ def test_text_keys_verbatim_or_encoded_round_trip(
 
 
 def test_composite_keys_round_trip(
-    enrich_env: PgDatabase, enrich_project: Path, settings: Settings
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings
 ) -> None:
     rows = [
         (region, seq, f"{region} #{seq}")
         for region in ("eu west", "us/east", "ap")
         for seq in range(5)
     ]
-    create_source(enrich_env.conninfo, "pairs", rows, KEY_TYPES["pairs"])
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["pairs"])
+    enrich_env.create_source("pairs", rows, KEY_TYPES["pairs"])
+    enrich_env.create_flagged_views(enrich_project, ["pairs"])
 
     sync(with_(settings, select=("pairs",)))
 
-    landed = _landed_by_key(enrich_env.conninfo, "pairs")
+    landed = _landed_by_key(enrich_env, "pairs")
     keys = {(json.loads(pk)["region"], json.loads(pk)["seq"]) for pk in landed}
     assert keys == {(r, s) for r, s, _ in rows}
     assert len({cid for cid, _ in landed.values()}) == len(rows)
@@ -83,7 +80,7 @@ def test_composite_keys_round_trip(
 
 
 def test_bad_rows_are_reported_with_their_key_and_the_rest_goes_on(
-    enrich_env: PgDatabase, enrich_project: Path, settings: Settings, emulator: Any
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
 ) -> None:
     rows: list[tuple[object, ...]] = [(f"good-{i}", f"fine text {i}") for i in range(20)]
     rows += [
@@ -94,8 +91,8 @@ def test_bad_rows_are_reported_with_their_key_and_the_rest_goes_on(
         ("empty", "   "),
         ("ctrl", "control \x01 characters are fine"),
     ]
-    create_source(enrich_env.conninfo, "docs", rows, KEY_TYPES["docs"])
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["docs"])
+    enrich_env.create_source("docs", rows, KEY_TYPES["docs"])
+    enrich_env.create_flagged_views(enrich_project, ["docs"])
 
     report = sync(with_(settings, select=("docs",)))
 
@@ -107,19 +104,17 @@ def test_bad_rows_are_reported_with_their_key_and_the_rest_goes_on(
     assert "empty" in reasons["empty"]
     assert sub.submitted == 21
     assert emulator.stats()["requests_received"] == 21
-    stored = fetch(
-        enrich_env.conninfo, "select primary_key ->> 'doc_key', reason from enrich.rejections"
-    )
+    stored = enrich_env.fetch("select primary_key ->> 'doc_key', reason from enrich.rejections")
     assert sorted(k or "" for k, _ in stored) == ["", "dup", "dup", "empty", "huge"]
-    landed = fetch(enrich_env.conninfo, "select count(*) from enrich.results_raw")[0][0]
+    landed = enrich_env.fetch("select count(*) from enrich.results_raw")[0][0]
     assert landed == 21
 
 
 def test_invalid_declaration_names_model_and_key_and_others_go_on(
-    enrich_env: PgDatabase, enrich_project: Path, settings: Settings
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings
 ) -> None:
-    create_source(enrich_env.conninfo, "items", [(1, "one"), (2, "two")], KEY_TYPES["items"])
-    create_flagged_views(enrich_env.conninfo, enrich_project, ["items"])
+    enrich_env.create_source("items", [(1, "one"), (2, "two")], KEY_TYPES["items"])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
 
     report = sync(with_(settings, select=()))
 

@@ -1,0 +1,401 @@
+"""The ledger on DuckDB (its Python API). The only module that speaks SQL to DuckDB.
+
+The queries are the shared texts of `connector.ledger.queries`, transpiled by sqlglot;
+every identifier is quoted by `ident` (sqlglot's DuckDB quoting, embedded quotes
+doubled), every value is a parameter. Each public method commits its own transaction
+before it returns.
+
+DuckDB lets one process at a time open a database file for writing. Within this
+process, connections to the same file share one database instance, so the in-process
+`dbt run-operation` that creates the ledger works while this connection is open. A
+file held by another process (`dbt build`, another `enrich`) is reported as
+`WarehouseLockedError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from sqlglot import exp
+
+from connector.errors import (
+    ConfigError,
+    DuplicateResultLinesError,
+    LedgerError,
+    WarehouseLockedError,
+)
+from connector.ledger import queries as q
+from connector.ledger.base import BatchRecord, LandSummary, PollUpdate, RequestRecord, StatusRow
+from connector.ledger.params import (
+    Params,
+    batch_record,
+    history_params,
+    history_row,
+    intent_params,
+    landed_coverage,
+    poll_params,
+    rejection_params,
+    request_columns,
+    status_params,
+    transition_params,
+)
+from connector.policy import BatchStatus, RowHistory
+from connector.project import Relation, Target
+
+# Result lines arrive framed as for Postgres's COPY (connector.result_lines): fields
+# split by \x02 and quoted by \x01, bytes that JSON text never holds raw. DuckDB's CSV
+# reader takes the same framing from a temporary file, each field verbatim. A line
+# longer than 32 MiB (max_line_size) fails the landing (DuckDB's default limit is 2 MB).
+# DuckDB only, so not a shared text. `{path}` is a string literal (table functions take
+# no parameters); `\x01`/`\x02` stand for themselves in the SQL string literals.
+LAND_FROM_FILE = """
+insert into {results_raw} (batch_id, custom_id, result_type, line, landed_at)
+select batch_id, custom_id, result_type, line::json, landed_at::timestamptz
+from read_csv(
+    {path}, delim = '\x02', quote = '\x01', escape = '\x01', new_line = '\\n',
+    header = false, auto_detect = false,
+    max_line_size = 33554432, buffer_size = 33554432,
+    columns = {{
+        'batch_id': 'VARCHAR', 'custom_id': 'VARCHAR', 'result_type': 'VARCHAR',
+        'line': 'VARCHAR', 'landed_at': 'VARCHAR'
+    }}
+)
+"""
+
+# "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:(?!\\)")
+
+
+@dataclass
+class _Transaction:
+    discarded: bool = False
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """DuckDB SQL that is safe to splice into a query text; built only by `ident`,
+    `idents` and `literal`, never from raw names."""
+
+    text: str
+
+
+def ident(*parts: str) -> Fragment:
+    """A (qualified) identifier, each part quoted with embedded quotes doubled."""
+    return Fragment(".".join(exp.to_identifier(p, quoted=True).sql("duckdb") for p in parts))
+
+
+def idents(names: Sequence[str]) -> Fragment:
+    return Fragment(", ".join(ident(n).text for n in names))
+
+
+def literal(value: str) -> Fragment:
+    """A string literal (for table-function arguments, which take no parameters)."""
+    return Fragment(exp.Literal.string(value).sql("duckdb"))
+
+
+def compose(template: str, **parts: Fragment) -> str:
+    """Fill the `{name}` fields of a DuckDB query text with fragments."""
+    return template.format_map({name: part.text for name, part in parts.items()})
+
+
+def database_path(target: Target) -> Path:
+    """The target's database file, resolved as dbt-duckdb resolves it: as given to
+    DuckDB, so a relative path is relative to the working directory."""
+    raw = target.params.get("path")
+    if not isinstance(raw, str) or not raw or raw == ":memory:":
+        raise ConfigError(
+            f"DuckDB target '{target.name}' needs a database file in `path` "
+            "(the ledger must outlive the process)"
+        )
+    if _URL_SCHEME.match(raw):
+        raise ConfigError(
+            f"DuckDB target '{target.name}': path {raw!r} is not a local file; "
+            "the connector supports local DuckDB files"
+        )
+    return Path(raw).expanduser().absolute()
+
+
+def _process(pid: str) -> str:
+    """The command line of a local process, if the OS tells it (Linux /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)[:200]
+
+
+def locked_error(path: Path, exc: duckdb.Error) -> WarehouseLockedError | None:
+    """The error to show for a file another process holds, or None if `exc` is not that."""
+    message = str(exc)
+    if "lock" not in message.lower():
+        return None
+    holder = _LOCK_HOLDER.search(message)
+    if holder is None:
+        who = "another process"
+    else:
+        command = _process(holder["pid"]) or holder["exe"]
+        who = f"process {holder['pid']} ({command})"
+    return WarehouseLockedError(
+        f"DuckDB file {path} is locked by {who}. DuckDB lets one process at a time open "
+        "a file for writing. Wait for `dbt build` (or the other `enrich` command) to finish, "
+        "or run them in sequence: the pipeline never writes the file from two processes at "
+        "once. Nothing was changed."
+    )
+
+
+def _release_dbt_environment(path: Path) -> None:
+    """Close dbt-duckdb's connection to this file, if dbt ran in this process.
+
+    dbt-duckdb keeps its connection in a process-wide environment after an in-process
+    invocation (here: the `run-operation` that creates the ledger). Left open, it would
+    hold the file after the ledger closes, and a `dbt build` started next by a scheduler
+    from the same (long-lived) process's children would find it locked.
+    """
+    module = sys.modules.get("dbt.adapters.duckdb.connections")
+    manager = getattr(module, "DuckDBConnectionManager", None)
+    env = getattr(manager, "_ENV", None)
+    raw = getattr(getattr(env, "creds", None), "path", None)
+    if manager is None or env is None or not isinstance(raw, str) or raw == ":memory:":
+        return
+    if Path(raw).expanduser().absolute() != path:
+        return
+    env.close()
+    manager.close_all_connections()
+
+
+class DuckDBLedger:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, schema: str, path: Path) -> None:
+        self._conn = conn
+        self._schema = schema
+        self._path = path
+
+    @classmethod
+    def connect(cls, target: Target, schema: str) -> DuckDBLedger:
+        path = database_path(target)
+        # the same configuration as dbt-duckdb, so that dbt run in this process shares
+        # the database instance instead of being refused
+        config = {str(k): v for k, v in (target.params.get("config_options") or {}).items()}
+        try:
+            conn = duckdb.connect(str(path), read_only=False, config=config)
+        except duckdb.IOException as exc:
+            locked = locked_error(path, exc)
+            if locked is not None:
+                raise locked from None
+            raise ConfigError(
+                f"cannot open DuckDB target '{target.name}' ({path}): {exc}"
+            ) from None
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"cannot open DuckDB target '{target.name}' ({path}): {exc}"
+            ) from None
+        return cls(conn, schema, path)
+
+    # ------------------------------------------------------------------ helpers
+    def _q(self, text: str, **parts: Fragment) -> str:
+        """A shared query text in DuckDB's dialect with its ledger tables composed."""
+        tables = {n: ident(self._schema, n) for n in q.fields(text) if n in q.LEDGER_TABLES}
+        return compose(q.duckdb_text(text), **tables, **parts)
+
+    def _run(self, sql: str, params: Params | None = None) -> duckdb.DuckDBPyConnection:
+        return self._conn.execute(sql, params or {})
+
+    def _read(self, text: str, params: Params, **parts: Fragment) -> list[tuple[Any, ...]]:
+        return self._run(self._q(text, **parts), params).fetchall()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        """Commit on a normal exit; roll back on an exception or if discarded."""
+        tx = _Transaction()
+        self._conn.begin()
+        try:
+            yield tx
+        except BaseException:
+            self._conn.rollback()
+            raise
+        if tx.discarded:
+            self._conn.rollback()
+        else:
+            self._conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+        _release_dbt_environment(self._path)
+
+    def version(self) -> int | None:
+        if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
+            return None
+        got = self._read(q.VERSION, {})
+        return None if not got or got[0][0] is None else int(got[0][0])
+
+    # ------------------------------------------------------- the flagged view
+    def flagged_columns(self, relation: Relation) -> list[str]:
+        rows = self._read(q.RELATION_COLUMNS, {"schema": relation.schema, "name": relation.name})
+        return [str(r[0]) for r in rows]
+
+    def duplicate_keys(self, relation: Relation, key: Sequence[str]) -> list[tuple[object, ...]]:
+        rows = self._read(
+            q.REPEATED_KEYS,
+            {},
+            columns=idents(key),
+            relation=ident(relation.schema, relation.name),
+        )
+        return [tuple(r) for r in rows if all(v is not None for v in r)]
+
+    def stream_flagged(
+        self, relation: Relation, columns: Sequence[str], chunk_rows: int
+    ) -> Iterator[list[tuple[object, ...]]]:
+        """Rows of the flagged view in chunks, read on a second connection to the same
+        database (a snapshot), so the writer can commit between chunks."""
+        reader = self._conn.cursor()
+        try:
+            reader.execute(
+                self._q(
+                    q.SELECT_COLUMNS,
+                    columns=idents(columns),
+                    relation=ident(relation.schema, relation.name),
+                )
+            )
+            while rows := reader.fetchmany(chunk_rows):
+                yield [tuple(r) for r in rows]
+        finally:
+            reader.close()
+
+    def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
+        if not pairs:
+            return {}
+        rows = self._read(q.HISTORY, history_params(enrichment, pairs))
+        return dict(history_row(r) for r in rows)
+
+    # ---------------------------------------------------------- state changes
+    def record_intent(
+        self,
+        submission_id: str,
+        enrichment: str,
+        body_bytes: int,
+        requests: Sequence[RequestRecord],
+    ) -> None:
+        with self._transaction():
+            self._run(
+                self._q(q.INSERT_INTENT),
+                intent_params(submission_id, enrichment, body_bytes, len(requests)),
+            )
+            if requests:
+                self._run(
+                    self._q(q.INSERT_REQUESTS),
+                    request_columns(submission_id, enrichment, requests),
+                )
+
+    def transition(
+        self,
+        submission_id: str,
+        old: BatchStatus,
+        new: BatchStatus,
+        *,
+        batch_id: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        params = transition_params(submission_id, old, new, batch_id=batch_id, note=note)
+        with self._transaction():
+            # DuckDB answers a DML statement with one row: the number of rows it changed
+            changed = self._run(self._q(q.TRANSITION), params).fetchone()
+            if changed is None or changed[0] != 1:
+                raise LedgerError(
+                    f"batch {submission_id} is no longer '{old}' (another sync moved it?)"
+                )
+
+    def record_poll(self, submission_id: str, update: PollUpdate) -> None:
+        with self._transaction():
+            self._run(self._q(q.RECORD_POLL), poll_params(submission_id, update))
+
+    def land(
+        self,
+        submission_id: str,
+        batch_id: str,
+        copy_rows: Iterable[bytes],
+        *,
+        require_own: bool = False,
+    ) -> LandSummary:
+        """Land a batch's result lines and mark it landed, in one transaction.
+
+        `copy_rows` yields framed chunks (connector.result_lines.CopyRows); they are
+        spooled to a temporary file (memory stays flat) and bulk-loaded with DuckDB's
+        CSV reader. If iterating them raises (a cut stream), everything rolls back and
+        the batch stays `ended`. With `require_own`, lines whose custom_id is not one
+        of this submission's requests roll the landing back and the result says so.
+        """
+        with self._transaction() as tx:
+            row = self._run(self._q(q.LOCK_FOR_LANDING), {"sid": submission_id}).fetchone()
+            if row is None or row[0] != BatchStatus.ENDED.value:
+                raise LedgerError(f"batch {batch_id} is not 'ended' (status {row and row[0]})")
+            lines = self._load_framed(batch_id, copy_rows)
+            request_count = int(row[1])
+            summary = LandSummary(lines, 0, 0)
+            if require_own or lines != request_count:
+                got = self._run(
+                    self._q(q.COVERAGE), {"sid": submission_id, "batch_id": batch_id}
+                ).fetchone()
+                summary = landed_coverage(lines, request_count, int(got[0]) if got else 0)
+            if require_own and summary.foreign_lines:
+                tx.discarded = True  # not ours: land nothing
+                return summary
+            self._run(
+                self._q(q.MARK_LANDED),
+                {"status": BatchStatus.LANDED.value, "lines": summary.lines, "sid": submission_id},
+            )
+        return summary
+
+    def _load_framed(self, batch_id: str, copy_rows: Iterable[bytes]) -> int:
+        """Spool framed rows to a temporary file and insert them; returns the count."""
+        fd, name = tempfile.mkstemp(prefix="batch-enrich-results-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                for chunk in copy_rows:
+                    spool.write(chunk)
+            sql = compose(
+                LAND_FROM_FILE, results_raw=ident(self._schema, "results_raw"), path=literal(name)
+            )
+            try:
+                got = self._run(sql).fetchone()
+            except duckdb.ConstraintException:
+                raise DuplicateResultLinesError(
+                    f"results of {batch_id} repeat a custom_id; landing again without repeats"
+                ) from None
+            return int(got[0]) if got else 0
+        finally:
+            os.unlink(name)
+
+    def record_rejections(self, enrichment: str, rows: Sequence[tuple[str | None, str]]) -> None:
+        if not rows:
+            return
+        with self._transaction():
+            self._run(self._q(q.INSERT_REJECTIONS), rejection_params(enrichment, rows))
+
+    # --------------------------------------------------------------- queries
+    def batches(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
+        rows = self._read(q.BATCHES, {"statuses": [s.value for s in statuses]})
+        return [batch_record(r) for r in rows]
+
+    def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
+        return {str(r[0]) for r in self._read(q.KNOWN_BATCH_IDS, {"ids": list(batch_ids)})}
+
+    def submission_custom_ids(self, submission_id: str) -> list[str]:
+        return [str(r[0]) for r in self._read(q.SUBMISSION_CUSTOM_IDS, {"sid": submission_id})]
+
+    def now(self) -> datetime:
+        value: datetime = self._read(q.NOW, {})[0][0]
+        return value
+
+    def status(self) -> list[StatusRow]:
+        rows = self._read(q.STATUS, status_params())
+        return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]

@@ -1,0 +1,225 @@
+"""The ledger's SQL, each query written once, in the Postgres dialect.
+
+In a query text, `{name}` marks an identifier (a ledger table, the flagged view, a
+column list) that each implementation composes with its driver's quoting, and
+`%(name)s` marks a value, always passed as a parameter. Postgres runs the texts as
+they are (`psycopg.sql.SQL(...).format(...)`); DuckDB runs them transpiled by sqlglot
+(`duckdb_text`, once per text), where `%(name)s` becomes `$name`.
+
+Only what cannot be shared stays in an implementation: Postgres's `COPY` and DuckDB's
+bulk load from a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+from typing import Final
+
+import sqlglot
+from sqlglot import exp
+
+# the ledger's tables: a `{name}` field with one of these names is `<ledger schema>.<name>`
+LEDGER_TABLES: Final = ("ledger_version", "batches", "requests", "results_raw", "rejections")
+
+VERSION_TABLE_EXISTS: Final = """
+select 1 from information_schema.tables
+where table_catalog = current_database() and table_schema = %(schema)s
+    and table_name = 'ledger_version'
+"""
+
+VERSION: Final = "select max(version) from {ledger_version}"
+
+RELATION_COLUMNS: Final = """
+select column_name from information_schema.columns
+where table_catalog = current_database() and table_schema = %(schema)s
+    and table_name = %(name)s
+order by ordinal_position
+"""
+
+# groups with a null in the key are dropped by the caller (a null key is its own rejection)
+REPEATED_KEYS: Final = "select {columns} from {relation} group by {columns} having count(*) > 1"
+
+SELECT_COLUMNS: Final = "select {columns} from {relation}"
+
+HISTORY: Final = """
+with wanted as (
+    select unnest(%(ids)s::text[]) as custom_id, unnest(%(hashes)s::text[]) as request_hash
+)
+select w.custom_id,
+       count(*) filter (
+           where r.request_hash = w.request_hash and b.status = any(%(attempted)s)
+       ) as attempts,
+       coalesce(bool_or(b.status = any(%(in_flight)s)), false) as in_flight,
+       coalesce(bool_or(
+           r.request_hash = w.request_hash and x.result_type = 'succeeded'
+       ), false) as succeeded,
+       coalesce(bool_or(
+           r.request_hash = w.request_hash and x.result_type = 'errored'
+           and (x.line -> 'result' -> 'error' -> 'error' ->> 'type') = any(%(terminal)s)
+       ), false) as terminal
+from wanted as w
+join {requests} as r on r.enrichment = %(enrichment)s and r.custom_id = w.custom_id
+join {batches} as b on b.submission_id = r.submission_id
+left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+group by w.custom_id
+"""
+
+INSERT_INTENT: Final = """
+insert into {batches} (submission_id, enrichment, status, request_count, body_bytes, intent_at)
+values (%(sid)s, %(enrichment)s, %(status)s, %(request_count)s, %(body_bytes)s, now())
+"""
+
+# the requests of an intent as columns (one array per column); Postgres uses COPY instead
+INSERT_REQUESTS: Final = """
+insert into {requests} (submission_id, custom_id, enrichment, primary_key, request_hash,
+    input_hash, attempt, flag_reason, model, prompt_version, max_tokens, params_bytes)
+select %(sid)s, unnest(%(custom_id)s::text[]), %(enrichment)s,
+    unnest(%(primary_key)s::text[])::jsonb, unnest(%(request_hash)s::text[]),
+    unnest(%(input_hash)s::text[]), unnest(%(attempt)s::integer[]),
+    unnest(%(flag_reason)s::text[]), unnest(%(model)s::text[]),
+    unnest(%(prompt_version)s::text[]), unnest(%(max_tokens)s::integer[]),
+    unnest(%(params_bytes)s::integer[])
+"""
+
+REQUEST_COLUMNS: Final = (
+    "submission_id",
+    "custom_id",
+    "enrichment",
+    "primary_key",
+    "request_hash",
+    "input_hash",
+    "attempt",
+    "flag_reason",
+    "model",
+    "prompt_version",
+    "max_tokens",
+    "params_bytes",
+)
+
+# guarded: moves the batch only if it is still in status `old` (the caller checks rowcount)
+TRANSITION: Final = """
+update {batches} set
+    status = %(new)s,
+    batch_id = coalesce(%(batch_id)s::text, batch_id),
+    submitted_at = case when %(submitted)s then now() else submitted_at end,
+    note = case when %(note)s::text is null then note
+                else concat_ws('; ', note, %(note)s::text) end
+where submission_id = %(sid)s and status = %(old)s
+"""
+
+RECORD_POLL: Final = """
+update {batches} set processing_status = %(ps)s, last_polled_at = now(),
+    succeeded_count = %(s)s, errored_count = %(e)s, canceled_count = %(c)s,
+    expired_count = %(x)s, api_created_at = coalesce(%(created)s, api_created_at),
+    expires_at = coalesce(%(expires)s, expires_at), ended_at = %(ended_at)s,
+    status = case when %(ended)s and status = %(submitted)s then %(ended_status)s
+                  else status end
+where submission_id = %(sid)s
+"""
+
+# the row lock serialises landings on Postgres; DuckDB has one writing process per file
+# and refuses conflicting concurrent updates, so the lock is dropped there
+LOCK_FOR_LANDING: Final = """
+select status, request_count from {batches} where submission_id = %(sid)s for update
+"""
+
+MARK_LANDED: Final = """
+update {batches} set status = %(status)s, landed_at = now(), landed_lines = %(lines)s
+where submission_id = %(sid)s
+"""
+
+COVERAGE: Final = """
+select count(*) from {results_raw} as x
+join {requests} as r on r.submission_id = %(sid)s and r.custom_id = x.custom_id
+where x.batch_id = %(batch_id)s
+"""
+
+INSERT_REJECTIONS: Final = """
+insert into {rejections} (enrichment, primary_key, reason, seen_at)
+select %(enrichment)s, unnest(%(keys)s::text[])::jsonb, unnest(%(reasons)s::text[]), now()
+"""
+
+BATCHES: Final = """
+select submission_id, batch_id, enrichment, status, request_count, intent_at,
+    api_created_at, last_polled_at, note
+from {batches} where status = any(%(statuses)s)
+order by intent_at, submission_id
+"""
+
+KNOWN_BATCH_IDS: Final = "select batch_id from {batches} where batch_id = any(%(ids)s)"
+
+SUBMISSION_CUSTOM_IDS: Final = """
+select custom_id from {requests} where submission_id = %(sid)s order by 1
+"""
+
+NOW: Final = "select now()"
+
+STATUS: Final = """
+with req as (
+    select r.enrichment, r.custom_id, r.request_hash, b.status, b.submission_id,
+           x.result_type,
+           x.line -> 'result' -> 'error' -> 'error' ->> 'type' as error_type
+    from {requests} as r
+    join {batches} as b on b.submission_id = r.submission_id
+    left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+),
+names as (
+    select enrichment from {batches} union select enrichment from {rejections}
+)
+select n.enrichment,
+    (select count(*) from {batches} as b
+      where b.enrichment = n.enrichment and b.status = any(%(in_flight)s)),
+    (select count(*) from req where req.enrichment = n.enrichment
+      and req.status = any(%(in_flight)s)),
+    (select count(*) from {batches} as b
+      where b.enrichment = n.enrichment and b.status = %(landed)s),
+    (select count(*) from req where req.enrichment = n.enrichment
+      and req.result_type = 'succeeded'),
+    (select count(*) from req where req.enrichment = n.enrichment
+      and req.result_type is not null and req.result_type <> 'succeeded'
+      and coalesce(req.error_type, '') <> all(%(terminal)s)),
+    (select count(*) from req where req.enrichment = n.enrichment
+      and req.error_type = any(%(terminal)s)),
+    (select count(*) from req where req.enrichment = n.enrichment
+      and req.status = %(landed)s and req.result_type is null),
+    (select count(*) from {rejections} as j where j.enrichment = n.enrichment)
+from names as n
+order by n.enrichment
+"""
+
+
+def fields(text: str) -> list[str]:
+    """The `{name}` fields of a query text, in order of appearance."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+def _sentinel(name: str) -> str:
+    return f"__batch_enrich_field_{name}__"
+
+
+@functools.cache
+def duckdb_text(text: str) -> str:
+    """`text` in DuckDB's dialect, its `{name}` fields kept for composition.
+
+    Each field is swapped for a sentinel identifier that sqlglot carries through the
+    transpilation untouched; any brace sqlglot writes is escaped so that only the
+    fields remain for `compose`.
+    """
+    names = fields(text)
+    marked = string.Formatter().vformat(
+        text, (), {n: exp.to_identifier(_sentinel(n), quoted=True).sql("postgres") for n in names}
+    )
+    tree = sqlglot.parse_one(marked, read="postgres")
+    if tree.args.get("locks"):
+        tree.set("locks", None)  # see LOCK_FOR_LANDING
+    out = tree.sql(dialect="duckdb").replace("{", "{{").replace("}", "}}")
+    for name in set(names):
+        quoted = exp.to_identifier(_sentinel(name), quoted=True).sql("duckdb")
+        if quoted not in out:
+            raise AssertionError(f"sqlglot lost the field {{{name}}} of: {text}")
+        out = out.replace(quoted, "{" + name + "}")
+    if "%(" in out or re.search(r"%s\b", out):
+        raise AssertionError(f"a Postgres parameter survived transpilation: {out}")
+    return out
