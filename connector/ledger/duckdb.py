@@ -132,7 +132,8 @@ def _process(pid: str) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
-    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)[:200]
+    command = " ".join(raw.decode(errors="replace").replace("\0", " ").split())
+    return command if len(command) <= 120 else command[:119] + "…"
 
 
 def locked_error(path: Path, exc: duckdb.Error) -> WarehouseLockedError | None:
