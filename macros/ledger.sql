@@ -168,12 +168,15 @@
 {#-
     Postgres 15 has no `pg_input_is_valid`, and a failing `::jsonb` cast aborts the whole
     query, so model output that is not JSON is parsed through this tiny function, which
-    lives beside the ledger. `create or replace` runs under the advisory lock above.
+    lives beside the ledger. `create or replace` runs under the advisory lock above. It
+    is parallel unsafe: its exception block opens a subtransaction, which Postgres
+    refuses inside a parallel query ("cannot start subtransactions during a parallel
+    operation"), so queries that call it run without parallel workers.
 -#}
 {% macro postgres__try_parse_json_function_ddl() -%}
     {%- set fn = adapter.quote(batch_enrich.ledger_schema()) ~ '.' ~ adapter.quote('try_parse_jsonb') -%}
     {{- return('create or replace function ' ~ fn ~ '(value text) returns jsonb
-        language plpgsql immutable parallel safe as $body$
+        language plpgsql immutable parallel unsafe as $body$
         begin
             return value::jsonb;
         exception when others then

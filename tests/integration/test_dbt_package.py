@@ -309,6 +309,24 @@ def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
     assert types[("results_raw", "line")] == "json"
     assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(1,)]
 
+    # output that is not JSON is parsed by a helper function, also inside queries that
+    # Postgres would run in parallel (a parallel-safe function with an exception block
+    # fails there with "cannot start subtransactions during a parallel operation")
+    with psycopg.connect(pg_db.conninfo) as conn:
+        for setting in (
+            "force_parallel_mode = on",
+            "parallel_setup_cost = 0",
+            "parallel_tuple_cost = 0",
+            "min_parallel_table_scan_size = 0",
+        ):
+            conn.execute(f"set {setting}")
+        parsed = conn.execute(
+            "select count(enrich.try_parse_jsonb(t)), count(*) from ("
+            "select case when g % 2 = 0 then '{\"a\": ' || g || '}' else 'not json' end as t "
+            "from generate_series(1, 5000) as g) as lines"
+        ).fetchone()
+    assert parsed == (2500, 5000)
+
     # the connector's path: run-operation, again and again, changes nothing
     for _ in range(2):
         dbt.invoke(["run-operation", "batch_enrich.ensure_ledger"], REPO, REPO, env=env)
