@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,9 @@ from read_csv(
     }}
 )
 """
+
+# framed rows are loaded in parts of this size, the next written while one loads
+_PART_BYTES = 16 * 1024 * 1024
 
 # "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
@@ -155,6 +159,28 @@ def locked_error(path: Path, exc: duckdb.Error) -> WarehouseLockedError | None:
     )
 
 
+def _spooled(chunks: Iterable[bytes], folder: Path, part_bytes: int) -> Iterator[str]:
+    """Write chunks to files in folder, each cut after at least part_bytes where a
+    chunk ends a row; yields each finished file's path."""
+    index, size, spool = 0, 0, None
+    try:
+        for chunk in chunks:
+            if spool is None:
+                spool = (folder / f"part-{index:05d}.csv").open("wb")
+            spool.write(chunk)
+            size += len(chunk)
+            if size >= part_bytes and chunk.endswith(b"\n"):
+                spool.close()
+                yield spool.name
+                index, size, spool = index + 1, 0, None
+        if spool is not None:
+            spool.close()
+            yield spool.name
+    finally:
+        if spool is not None:
+            spool.close()
+
+
 def _release_dbt_environment(path: Path) -> None:
     """Close dbt-duckdb's connection to this file, if dbt ran in this process.
 
@@ -208,11 +234,18 @@ class DuckDBLedger:
         tables = {n: ident(self._schema, n) for n in q.fields(text) if n in q.LEDGER_TABLES}
         return compose(q.duckdb_text(text), **tables, **parts)
 
-    def _run(self, sql: str, params: Params | None = None) -> duckdb.DuckDBPyConnection:
-        return self._conn.execute(sql, params or {})
+    def _run(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Run a statement and read its result to the end (DuckDB refuses some work on a
+        connection whose last result is unfinished). A DML statement's result is one
+        row: the number of rows it changed."""
+        return self._conn.execute(sql, params or {}).fetchall()
 
     def _read(self, text: str, params: Params, **parts: Fragment) -> list[tuple[Any, ...]]:
-        return self._run(self._q(text, **parts), params).fetchall()
+        return self._run(self._q(text, **parts), params)
+
+    def _one(self, sql: str, params: Params | None = None) -> tuple[Any, ...] | None:
+        rows = self._run(sql, params)
+        return rows[0] if rows else None
 
     @contextmanager
     def _transaction(self) -> Iterator[_Transaction]:
@@ -308,8 +341,7 @@ class DuckDBLedger:
     ) -> None:
         params = transition_params(submission_id, old, new, batch_id=batch_id, note=note)
         with self._transaction():
-            # DuckDB answers a DML statement with one row: the number of rows it changed
-            changed = self._run(self._q(q.TRANSITION), params).fetchone()
+            changed = self._one(self._q(q.TRANSITION), params)
             if changed is None or changed[0] != 1:
                 raise LedgerError(
                     f"batch {submission_id} is no longer '{old}' (another sync moved it?)"
@@ -336,16 +368,14 @@ class DuckDBLedger:
         of this submission's requests roll the landing back and the result says so.
         """
         with self._transaction() as tx:
-            row = self._run(self._q(q.LOCK_FOR_LANDING), {"sid": submission_id}).fetchone()
+            row = self._one(self._q(q.LOCK_FOR_LANDING), {"sid": submission_id})
             if row is None or row[0] != BatchStatus.ENDED.value:
                 raise LedgerError(f"batch {batch_id} is not 'ended' (status {row and row[0]})")
             lines = self._load_framed(batch_id, copy_rows)
             request_count = int(row[1])
             summary = LandSummary(lines, 0, 0)
             if require_own or lines != request_count:
-                got = self._run(
-                    self._q(q.COVERAGE), {"sid": submission_id, "batch_id": batch_id}
-                ).fetchone()
+                got = self._one(self._q(q.COVERAGE), {"sid": submission_id, "batch_id": batch_id})
                 summary = landed_coverage(lines, request_count, int(got[0]) if got else 0)
             if require_own and summary.foreign_lines:
                 tx.discarded = True  # not ours: land nothing
@@ -357,24 +387,49 @@ class DuckDBLedger:
         return summary
 
     def _load_framed(self, batch_id: str, copy_rows: Iterable[bytes]) -> int:
-        """Spool framed rows to a temporary file and insert them; returns the count."""
-        fd, name = tempfile.mkstemp(prefix="batch-enrich-results-", suffix=".csv")
-        try:
-            with os.fdopen(fd, "wb") as spool:
-                for chunk in copy_rows:
-                    spool.write(chunk)
-            sql = compose(
-                LAND_FROM_FILE, results_raw=ident(self._schema, "results_raw"), path=literal(name)
-            )
+        """Insert framed rows; returns how many. They are spooled to temporary files of
+        about _PART_BYTES; while the next part is written (as the stream arrives),
+        DuckDB loads the last one on a worker thread, in this same transaction. Memory
+        holds one chunk; disk holds about two parts."""
+        results_raw = ident(self._schema, "results_raw")
+        failed: list[BaseException] = []
+
+        def load(path: str) -> int:
             try:
-                got = self._run(sql).fetchone()
+                if failed:  # the transaction is already lost
+                    return 0
+                got = self._one(
+                    compose(LAND_FROM_FILE, results_raw=results_raw, path=literal(path))
+                )
+                return int(got[0]) if got else 0
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+            finally:
+                os.unlink(path)
+
+        with (
+            tempfile.TemporaryDirectory(prefix="batch-enrich-") as tmp,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-enrich-load") as loader,
+        ):
+            parts: list[Future[int]] = []
+            try:
+                for part in _spooled(copy_rows, Path(tmp), _PART_BYTES):
+                    if failed:
+                        break
+                    parts.append(loader.submit(load, part))
+            except BaseException:
+                # a cut stream: drop the parts not yet loaded; the connection stays the
+                # worker's until it is done, then the caller rolls back
+                loader.shutdown(wait=True, cancel_futures=True)
+                raise
+            loader.shutdown(wait=True)
+            try:
+                return sum(p.result() for p in parts)
             except duckdb.ConstraintException:
                 raise DuplicateResultLinesError(
                     f"results of {batch_id} repeat a custom_id; landing again without repeats"
                 ) from None
-            return int(got[0]) if got else 0
-        finally:
-            os.unlink(name)
 
     def record_rejections(self, enrichment: str, rows: Sequence[tuple[str | None, str]]) -> None:
         if not rows:
