@@ -59,7 +59,7 @@ def _duckdb() -> Iterator[Query]:
     os.environ["BATCH_ENRICH_DUCKDB_PATH"] = str(path)
 
     def query(text: str) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(path), read_only=True) as conn:
+        with duckdb.connect(str(path)) as conn:
             return [tuple(r) for r in conn.execute(text).fetchall()]
 
     yield query
@@ -100,7 +100,8 @@ def _show(query: Query, console: Console) -> None:
             "analytics.ticket_triage__enriched (5 of 300)",
             ["ticket_id", "subject", "category", "urgency", "summary", "batch_id", "attempt"],
             query(
-                "select ticket_id, subject, category, urgency, summary, batch_id, attempt "
+                "select ticket_id, subject, category, urgency, summary, "
+                "substr(batch_id, 1, 16) || '…', attempt "
                 "from analytics.ticket_triage__enriched order by ticket_id limit 5"
             ),
         )
@@ -110,7 +111,7 @@ def _show(query: Query, console: Console) -> None:
             "analytics.enrich_failures (by enrichment and reason)",
             ["enrichment", "failure_type", "example reason", "rows", "resolved later"],
             query(
-                "select enrichment, failure_type, min(failure_reason), count(*), "
+                "select enrichment, failure_type, substr(min(failure_reason), 1, 48), count(*), "
                 "sum(case when is_resolved_later then 1 else 0 end) "
                 "from analytics.enrich_failures group by 1, 2 order by 1, 2"
             ),
@@ -133,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", choices=["duckdb", "postgres"], default="duckdb")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     started = time.monotonic()
     os.environ["BATCH_ENRICH_TARGET"] = args.target
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
