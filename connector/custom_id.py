@@ -84,12 +84,19 @@ def canonical_value(value: object) -> KeyJson:
     raise TypeError(f"unsupported key value type {type(value).__name__}: {value!r}")
 
 
-def canonical_key_json(values: Sequence[object]) -> str:
-    """Compact, ASCII-only JSON list of the canonical key values, in key order."""
+def _canonical_values(values: Sequence[object]) -> list[KeyJson]:
     if isinstance(values, str | bytes) or len(values) == 0:
         raise ValueError("a key is a non-empty sequence of values (one per key column)")
-    canonical = [canonical_value(v) for v in values]
+    return [canonical_value(v) for v in values]
+
+
+def _dumps(canonical: list[KeyJson]) -> str:
     return json.dumps(canonical, ensure_ascii=True, separators=(",", ":"))
+
+
+def canonical_key_json(values: Sequence[object]) -> str:
+    """Compact, ASCII-only JSON list of the canonical key values, in key order."""
+    return _dumps(_canonical_values(values))
 
 
 def _text(value: KeyJson) -> str:
@@ -111,9 +118,9 @@ def encoded_custom_id(values: Sequence[object]) -> str:
 
 def custom_id_for(values: Sequence[object]) -> str:
     """The custom_id of a row whose key column values are ``values`` (in key order)."""
-    key_json = canonical_key_json(values)  # validates every value, whichever branch
-    if len(values) == 1:
-        text = _text(canonical_value(values[0]))
+    canonical = _canonical_values(values)  # validates every value, whichever branch
+    if len(canonical) == 1:
+        text = _text(canonical[0])
         if CUSTOM_ID_RE.fullmatch(text) and not text.startswith(ENCODED_PREFIX):
             return text
-    return _encode(key_json)
+    return _encode(_dumps(canonical))

@@ -14,14 +14,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import IO
 
 import orjson
 
 from connector.api import BatchApi
 from connector.crashpoints import crash_point
-from connector.custom_id import canonical_key_json
+from connector.custom_id import canonical_value
 from connector.errors import (
     AccountError,
     ConfigError,
@@ -67,7 +67,7 @@ def _safe_key_json(key: Mapping[str, object]) -> str | None:
 
 def _key_json(columns: Sequence[str], values: Sequence[object]) -> str:
     """The ledger's `primary_key`: {column: canonical value}, in key order."""
-    canonical = orjson.loads(canonical_key_json(values))
+    canonical = [canonical_value(v) for v in values]
     return orjson.dumps(dict(zip(columns, canonical, strict=True))).decode()
 
 
@@ -250,7 +250,8 @@ def submit_enrichment(
             if why is not None:
                 report.skipped[why] += 1
                 continue
-            sub.add(_with_attempt(record, seen.attempts + 1), line)
+            record.attempt = seen.attempts + 1
+            sub.add(record, line)
         if report.stopped:
             break
     sub.flush()
@@ -260,6 +261,3 @@ def submit_enrichment(
             log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, rejected_key, why)
     return report
 
-
-def _with_attempt(record: RequestRecord, attempt: int) -> RequestRecord:
-    return replace(record, attempt=attempt)

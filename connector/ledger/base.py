@@ -11,7 +11,7 @@ from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestRecord:
     custom_id: str
     primary_key_json: str  # {"column": value, ...}
