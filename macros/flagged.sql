@@ -24,7 +24,7 @@
 
 {#- A column reference: plain when it is a simple lowercase name, quoted otherwise. -#}
 {% macro column_ref(name, relation_alias=none) -%}
-    {%- set quoted = name if modules.re.match('^[a-z_][a-z0-9_]*$', name) else adapter.quote(name) -%}
+    {%- set quoted = name if modules.re.match('^[a-z_][a-z0-9_]*$', name) else batch_enrich.quote_identifier(name) -%}
     {{- return((relation_alias ~ '.' if relation_alias else '') ~ quoted) -}}
 {%- endmacro %}
 
@@ -128,7 +128,7 @@ ledger_requests as (
         requests.prompt_version,
         requests.max_tokens,
         batches.intent_at,
-        {#- A request the last build has not classified yet is still in flight for us. -#}
+        {# a request the last build has not classified yet is still in flight for us #}
         coalesce(outcomes.outcome, 'in_flight') as outcome
 
     from requests
@@ -148,13 +148,13 @@ key_history as (
         ledger_requests.request_hash = current_requests.request_hash as is_current_hash,
         row_number() over (
             partition by {{ ledger_key_partition | join(', ') }}
-            order by ledger_requests.intent_at desc, ledger_requests.attempt desc
+            order by ledger_requests.intent_at desc nulls last, ledger_requests.attempt desc
         ) as recency_rank,
         row_number() over (
             partition by
                 {{ ledger_key_partition | join(', ') }},
                 ledger_requests.request_hash = current_requests.request_hash
-            order by ledger_requests.attempt desc, ledger_requests.intent_at desc
+            order by ledger_requests.attempt desc, ledger_requests.intent_at desc nulls last
         ) as hash_recency_rank
 
     from ledger_requests

@@ -49,7 +49,7 @@
 {%- endmacro %}
 
 {% macro postgres__try_parse_json(text_expression) -%}
-    {{ adapter.quote(batch_enrich.ledger_schema()) }}.{{ adapter.quote('try_parse_jsonb') }}({{ text_expression }})
+    {{ batch_enrich.ledger_relation('try_parse_jsonb') }}({{ text_expression }})
 {%- endmacro %}
 
 

@@ -21,12 +21,19 @@
 {%- endmacro %}
 
 
+{#-
+    A quoted SQL identifier, embedded double quotes doubled. (adapter.quote and
+    api.Relation do not escape, and the ledger schema is user input: a name such as
+    `led"ger; drop table x; --` must stay one identifier.)
+-#}
+{% macro quote_identifier(name) -%}
+    {{- return('"' ~ (name | string | replace('"', '""')) ~ '"') -}}
+{%- endmacro %}
+
+
+{#- `"<ledger schema>"."<identifier>"`, in the connection's database. -#}
 {% macro ledger_relation(identifier) -%}
-    {{ return(api.Relation.create(
-        database=target.database,
-        schema=batch_enrich.ledger_schema(),
-        identifier=identifier,
-    )) }}
+    {{- return(batch_enrich.quote_identifier(batch_enrich.ledger_schema()) ~ '.' ~ batch_enrich.quote_identifier(identifier)) -}}
 {%- endmacro %}
 
 
@@ -46,7 +53,6 @@
 
 {#- The statements, in order. `json_type` is jsonb on Postgres, json elsewhere. -#}
 {% macro ledger_ddl(json_type, with_foreign_keys) -%}
-    {%- set q = adapter.quote -%}
     {%- set version = batch_enrich.ledger_relation('ledger_version') -%}
     {%- set batches = batch_enrich.ledger_relation('batches') -%}
     {%- set requests = batch_enrich.ledger_relation('requests') -%}
@@ -55,7 +61,7 @@
     {%- set statements = [] -%}
 
     {%- do statements.append(
-        'create schema if not exists ' ~ q(batch_enrich.ledger_schema())
+        'create schema if not exists ' ~ batch_enrich.quote_identifier(batch_enrich.ledger_schema())
     ) -%}
 
     {%- do statements.append('create table if not exists ' ~ version ~ ' (
@@ -146,8 +152,8 @@
     name, so two ledgers in one database do not wait for each other.
 -#}
 {% macro postgres__ensure_ledger_statements() -%}
-    {%- set lock = "select pg_advisory_xact_lock(hashtext('batch_enrich.ledger.' || "
-        ~ dbt.string_literal(batch_enrich.ledger_schema()) ~ "))" -%}
+    {%- set lock = "select pg_advisory_xact_lock(hashtext('batch_enrich.ledger.' || '"
+        ~ batch_enrich.ledger_schema() | replace("'", "''") ~ "'))" -%}
     {%- set statements = [lock] + batch_enrich.ledger_ddl('jsonb', true) -%}
     {%- do statements.append(batch_enrich.postgres__try_parse_json_function_ddl()) -%}
     {{- return(statements) -}}
@@ -174,7 +180,7 @@
     operation"), so queries that call it run without parallel workers.
 -#}
 {% macro postgres__try_parse_json_function_ddl() -%}
-    {%- set fn = adapter.quote(batch_enrich.ledger_schema()) ~ '.' ~ adapter.quote('try_parse_jsonb') -%}
+    {%- set fn = batch_enrich.ledger_relation('try_parse_jsonb') -%}
     {{- return('create or replace function ' ~ fn ~ '(value text) returns jsonb
         language plpgsql immutable parallel unsafe as $body$
         begin
