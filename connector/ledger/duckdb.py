@@ -54,11 +54,10 @@ from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation, Target
 
 # Result lines arrive framed as for Postgres's COPY (connector.result_lines): fields
-# split by \x02 and quoted by \x01, bytes that JSON text never holds raw. DuckDB's CSV
-# reader takes the same framing from a temporary file, each field verbatim. A line
-# longer than 32 MiB (max_line_size) fails the landing (DuckDB's default limit is 2 MB).
-# DuckDB only, so not a shared text. `{path}` is a string literal (table functions take
-# no parameters); `\x01`/`\x02` stand for themselves in the SQL string literals.
+# split by \x02 and quoted by \x01, bytes that JSON text never holds raw, so DuckDB's
+# CSV reader takes each field verbatim from a spooled file. DuckDB only, hence not a
+# shared text; `{path}` is a string literal (table functions take no parameters). A line
+# longer than 32 MiB (max_line_size; DuckDB's default is 2 MB) fails the landing.
 LAND_FROM_FILE = """
 insert into {results_raw} (batch_id, custom_id, result_type, line, landed_at)
 select batch_id, custom_id, result_type, line::json, landed_at::timestamptz
