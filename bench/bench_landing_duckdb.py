@@ -20,6 +20,7 @@ Target (issue 5): ours >= 0.5 x DuckDB's own load; RSS ratio <= 1.5.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shutil
@@ -220,6 +221,9 @@ def main() -> None:
         small = max(1, n // 10)
         lines = results_file(Path(tmp) / "results.jsonl", n)
         ways = ["ours"] + (["jsonl", "arrow"] if args.alternatives else [])
+        if "arrow" in ways and importlib.util.find_spec("pyarrow") is None:
+            print("pyarrow is not installed: the Arrow alternative is left out")
+            ways.remove("arrow")
         files = {f"msgbatch_{how}{r}": lines for how in ways for r in range(args.repeat)}
         files[f"msgbatch_rss{n}"] = lines
         files[f"msgbatch_rss{small}"] = results_file(Path(tmp) / "small.jsonl", small)
