@@ -260,4 +260,3 @@ def submit_enrichment(
         for rejected_key, why in report.rejected[:20]:
             log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, rejected_key, why)
     return report
-
