@@ -1,4 +1,5 @@
-"""End-to-end fixtures: the example project copied per test, Postgres, the emulator."""
+"""End-to-end fixtures: the example project copied per test, on Postgres and on DuckDB,
+with the emulator."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from typing import Any
 import pytest
 from harness.pipeline import Pipeline
 from harness.postgres import PgDatabase
+from harness.warehouses import (
+    DUCKDB_FILE,
+    KINDS,
+    DuckDBWarehouse,
+    PostgresWarehouse,
+    Warehouse,
+)
 
 from connector.emulator import EmulatorConfig, run_emulator
 
@@ -19,14 +27,22 @@ def emulator() -> Iterator[Any]:
         yield emu
 
 
-@pytest.fixture
+@pytest.fixture(params=KINDS)
 def pipeline(
-    tmp_path: Path, pg_db: PgDatabase, emulator: Any, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Pipeline:
-    for key, value in pg_db.env.items():
+    warehouse: Warehouse
+    if request.param == "postgres":
+        db: PgDatabase = request.getfixturevalue("pg_db")
+        warehouse = PostgresWarehouse(db)
+    else:
+        warehouse = DuckDBWarehouse(tmp_path / DUCKDB_FILE)
+    for key, value in warehouse.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("BATCH_ENRICH_TARGET", "postgres")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-e2e")
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    return Pipeline(tmp_path, pg_db.conninfo)
+    return Pipeline(tmp_path, warehouse)

@@ -9,21 +9,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import yaml
 
 from connector.project import run_dbt
 from connector.settings import Settings
 from connector.sync import SyncReport, sync
+from harness.warehouses import Warehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COPIED = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
 
 
 class Pipeline:
-    def __init__(self, root: Path, conninfo: str) -> None:
+    """`warehouse` is where dbt and the connector write (tests/harness/warehouses.py);
+    inspection queries are written once, in the Postgres dialect."""
+
+    def __init__(self, root: Path, warehouse: Warehouse) -> None:
         self.project = root / "project"
-        self.conninfo = conninfo
+        self.warehouse = warehouse
+        self.target = warehouse.kind
         for name in COPIED:
             src = REPO_ROOT / name
             dst = self.project / name
@@ -35,11 +39,11 @@ class Pipeline:
 
     # --- the loop
     def build(self) -> None:
-        run_dbt(["build"], self.project, self.project, "postgres")
+        run_dbt(["build"], self.project, self.project, self.target)
 
     def sync(self, *select: str) -> SyncReport:
         settings = Settings(
-            project_dir=self.project, profiles_dir=self.project, target="postgres",
+            project_dir=self.project, profiles_dir=self.project, target=self.target,
             select=select, wait=True, poll_interval=0.0, reconcile_grace_seconds=0.0,
             max_wait_seconds=120.0,
         )  # fmt: skip
@@ -54,14 +58,17 @@ class Pipeline:
 
     # --- inspecting the warehouse
     def query(self, text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.conninfo) as conn:
-            return [tuple(r) for r in conn.execute(text.encode(), params).fetchall()]
+        return self.warehouse.fetch(text, params)
 
     def flagged(self, enrichment: str) -> dict[str, str]:
         """key (as text) -> flag_reason of the enrichment's flagged view."""
-        key = "ticket_id" if enrichment == "ticket_triage" else "product_id || '/' || review_id"
+        key = (
+            "cast(ticket_id as text)"
+            if enrichment == "ticket_triage"
+            else "product_id || '/' || cast(review_id as text)"
+        )
         rows = self.query(
-            f"select ({key})::text, flag_reason from analytics.{enrichment}__flagged"  # noqa: S608
+            f"select {key}, flag_reason from analytics.{enrichment}__flagged"  # noqa: S608
         )
         return dict(rows)
 
