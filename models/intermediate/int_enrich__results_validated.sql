@@ -15,19 +15,19 @@
 
 with
 
-declarations as (
+{% if is_incremental() %}
+    declarations as (
 
-    {{ batch_enrich.declarations_table(declarations) }}
+        {{ batch_enrich.declarations_table(declarations) | indent(4) }}
 
-),
+    ),
 
-{# Enrichments whose declaration changed since their rows were validated (all of them on
-   a full build, where this CTE is not used). #}
-changed_enrichments as (
+    {# Enrichments whose declaration changed since their rows were validated (only an
+       incremental build needs them: a full build validates every row). #}
+    changed_enrichments as (
 
-    select declarations.enrichment
-    from declarations
-    {% if is_incremental() %}
+        select declarations.enrichment
+        from declarations
         where not exists (
             select 1
             from {{ this }} as validated_before
@@ -35,9 +35,9 @@ changed_enrichments as (
                 validated_before.enrichment = declarations.enrichment
                 and validated_before.declaration_hash = declarations.declaration_hash
         )
-    {% endif %}
 
-),
+    ),
+{% endif %}
 
 parsed as (
 
