@@ -5,12 +5,14 @@
 One run, one machine, over the same results file, into a DuckDB database file:
   1. DuckDB's limit: `create table ... as select * from read_ndjson_objects(file)`, the
      raw lines into a one-column json table (the analogue of Postgres's raw COPY);
-  2. ours: the connector's landing (SDK raw stream -> prefix framing -> spooled to a
-     temporary file -> `read_csv` into results_raw, with the exactly-once guard: status
-     check, primary key, status update, one transaction).
+  2. ours: the connector's landing (SDK raw stream -> raw JSONL spooled to temporary
+     files as received -> `read_ndjson_objects` into results_raw, custom_id and type
+     extracted by DuckDB, with the exactly-once guard: status check, primary key,
+     status update, one transaction).
 With --alternatives, two other ways to do step 2, through the same ledger transaction:
-  a. raw JSONL spooled as received, custom_id and type extracted by DuckDB
-     (`read_ndjson_objects` + `->>`), no framing in Python;
+  a. framed: prefix framing in Python (`CopyRows.rows`, as for Postgres's COPY), the
+     framed rows spooled and loaded by `read_csv` (the landing before raw JSONL; still
+     the path for lines with a `\u0000` escape and for the redo without repeats);
   b. Arrow: framed chunks parsed by pyarrow's CSV reader, streamed to DuckDB as a
      RecordBatchReader, no temporary file (needs pyarrow, not a dependency).
 Then peak RSS of a fresh process landing N vs N/10 lines.
@@ -100,34 +102,10 @@ def duckdb_limit(path: Path, lines: Path, table: str) -> float:
         return time.perf_counter() - start
 
 
-class JsonlLedger(DuckDBLedger):
-    """Alternative a: the raw lines spooled as received; DuckDB extracts the keys."""
-
-    def _load_framed(self, batch_id: str, copy_rows: Iterable[bytes]) -> int:
-        fd, name = tempfile.mkstemp(suffix=".jsonl")
-        try:
-            with os.fdopen(fd, "wb") as spool:
-                for chunk in copy_rows:
-                    spool.write(chunk)
-            sql = compose(
-                "insert into {results} select {batch}, json ->> 'custom_id', "
-                "json -> 'result' ->> 'type', json, {landed}::timestamptz "
-                "from read_ndjson_objects({path})",
-                results=ident("enrich", "results_raw"),
-                batch=literal(batch_id),
-                landed=literal(LANDED_AT),
-                path=literal(name),
-            )
-            got = self._conn.execute(sql).fetchone()
-            return int(got[0]) if got else 0
-        finally:
-            os.unlink(name)
-
-
 class ArrowLedger(DuckDBLedger):
     """Alternative b: framed chunks parsed by pyarrow and streamed, no temporary file."""
 
-    def _load_framed(self, batch_id: str, copy_rows: Iterable[bytes]) -> int:
+    def _load(self, batch_id: str, landed_at: str, blocks: Iterable[tuple[bool, bytes]]) -> int:
         import io
 
         import pyarrow as pa
@@ -140,7 +118,8 @@ class ArrowLedger(DuckDBLedger):
         convert = pacsv.ConvertOptions(column_types=schema)
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for chunk in copy_rows:
+            for framed, chunk in blocks:
+                assert framed
                 table = pacsv.read_csv(io.BytesIO(chunk), read, parse, convert)
                 yield from table.to_batches()
 
@@ -160,15 +139,14 @@ def land(path: Path, sid: str, batch_id: str, how: str = "ours") -> float:
     from connector.api import BatchApi
     from connector.result_lines import CopyRows
 
-    cls = {"ours": DuckDBLedger, "jsonl": JsonlLedger, "arrow": ArrowLedger}[how]
-    ledger = open_ledger(path, cls)
+    ledger = open_ledger(path, ArrowLedger if how == "arrow" else DuckDBLedger)
     api = BatchApi()
     start = time.perf_counter()
     with api.results(batch_id) as chunks:
-        if how == "jsonl":
-            summary = ledger.land(sid, batch_id, chunks)
-        else:
-            rows = CopyRows(batch_id=batch_id, landed_at=LANDED_AT)
+        rows = CopyRows(batch_id=batch_id, landed_at=LANDED_AT)
+        if how == "ours":  # as connector.landing calls it: the raw stream and its framer
+            summary = ledger.land(sid, batch_id, chunks, rows)
+        else:  # framed in Python first
             summary = ledger.land(sid, batch_id, rows.rows(chunks))
     took = time.perf_counter() - start
     assert summary.missing_requests == 0 and summary.foreign_lines == 0, summary
@@ -204,7 +182,7 @@ def peak_rss_kib() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=200_000)
-    parser.add_argument("--alternatives", action="store_true", help="also land as JSONL, Arrow")
+    parser.add_argument("--alternatives", action="store_true", help="also land framed, Arrow")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,7 +198,7 @@ def main() -> None:
         template = shutil.copy(db, Path(tmp) / "empty.duckdb")
         small = max(1, n // 10)
         lines = results_file(Path(tmp) / "results.jsonl", n)
-        ways = ["ours"] + (["jsonl", "arrow"] if args.alternatives else [])
+        ways = ["ours"] + (["framed", "arrow"] if args.alternatives else [])
         if "arrow" in ways and importlib.util.find_spec("pyarrow") is None:
             print("pyarrow is not installed: the Arrow alternative is left out")
             ways.remove("arrow")
@@ -255,8 +233,8 @@ def main() -> None:
         f"DuckDB read_ndjson_objects -> json table : {t_limit:6.2f} s  {n / t_limit:9,.0f} lines/s"
     )
     labels = {
-        "ours": "ours (framed, read_csv)  ",
-        "jsonl": "alt: raw JSONL, ->> keys ",
+        "ours": "ours (raw JSONL, keys)   ",
+        "framed": "alt: framed, read_csv   ",
         "arrow": "alt: Arrow record batches",
     }
     for how, took in times.items():

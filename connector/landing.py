@@ -200,10 +200,12 @@ def _land_once(
 ) -> LandSummary:
     assert batch.batch_id is not None
     with api.results(batch.batch_id) as chunks:
+        # the raw stream and its framer: each warehouse loads it its own way
         return ledger.land(
             batch.submission_id,
             batch.batch_id,
-            _crash_midway(rows.rows(chunks)),
+            _crash_midway(chunks),
+            rows,
             require_own=adopted,
         )
 
@@ -211,4 +213,4 @@ def _land_once(
 def _crash_midway(chunks: Iterator[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
         yield chunk
-        crash_point("mid_landing")  # a chunk is in the COPY, nothing is committed
+        crash_point("mid_landing")  # a chunk is being loaded, nothing is committed

@@ -8,10 +8,15 @@ framed line by line, decoding in full where needed: changes in the API's formatt
 cost speed, never correctness. The fast path does not look for repeated custom_ids;
 the table's primary key does, and a landing that hits one is redone on the slow path,
 which drops the repeats.
+
+A warehouse that can take raw JSONL (DuckDB) frames nothing while it can: `blocks`
+passes the raw lines through and frames only from the first `\u0000` escape on, or
+everything on a redo.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -122,6 +127,23 @@ class CopyRows:
                     yield out.replace(b"\n", tail + b"\n")
                     continue
             yield from self._slow(block, head, tail + b"\n")
+
+    def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bool, bytes]]:
+        """(framed, data) pairs for a database that extracts the keys itself (DuckDB).
+
+        Blocks of raw whole lines as received (framed False: not counted, checked or
+        deduplicated here, the database does that) until a block holds a `\\u0000`
+        escape; from there on, and always with `fast=False`, framed rows as `rows`
+        makes them (framed True)."""
+        blocks = whole_line_blocks(chunks)
+        if self.fast:
+            for block in blocks:
+                if b"\\u0000" in block:
+                    blocks = itertools.chain([block], blocks)
+                    break
+                yield False, block
+        for rows in self.rows(blocks):
+            yield True, rows
 
     def _slow(self, block: bytes, head: bytes, tail: bytes) -> Iterator[bytes]:
         buf: list[bytes] = []

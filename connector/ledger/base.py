@@ -9,6 +9,7 @@ from typing import Protocol
 
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation
+from connector.result_lines import CopyRows
 
 
 @dataclass(slots=True)
@@ -115,10 +116,18 @@ class Ledger(Protocol):
         self,
         submission_id: str,
         batch_id: str,
-        copy_rows: Iterable[bytes],
+        results: Iterable[bytes],
+        framer: CopyRows | None = None,
         *,
         require_own: bool = False,
-    ) -> LandSummary: ...
+    ) -> LandSummary:
+        """Land a batch's result lines and mark it landed, in one transaction.
+
+        With a `framer`, `results` is the raw results stream (JSONL bytes as the API
+        sends them) and each warehouse decides how to load it: Postgres frames it with
+        `framer.rows` for COPY, DuckDB hands raw lines to its JSON reader. Without one,
+        `results` is already framed (`CopyRows.rows`)."""
+        ...
 
     def record_rejections(
         self, enrichment: str, rows: Sequence[tuple[str | None, str]]

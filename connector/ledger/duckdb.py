@@ -52,13 +52,49 @@ from connector.ledger.params import (
 )
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation, Target
+from connector.result_lines import CopyRows, MalformedLineError
 
-# Result lines arrive framed as for Postgres's COPY (connector.result_lines): fields
-# split by \x02 and quoted by \x01, bytes that JSON text never holds raw, so DuckDB's
-# CSV reader takes each field verbatim from a spooled file. DuckDB only, hence not a
-# shared text; `{path}` is a string literal (table functions take no parameters). A line
-# longer than 32 MiB (max_line_size; DuckDB's default is 2 MB) fails the landing.
-LAND_FROM_FILE = """
+# Result lines arrive raw (connector.result_lines.CopyRows.blocks). DuckDB's JSON reader
+# validates each line (blank lines skipped, surrounding whitespace dropped); custom_id
+# and result type come from the line's start in the API's own compact layout (one
+# regular expression, as the Python fast path does), else from the parsed JSON, checked
+# to be strings; a line that is neither fails the statement by `error()`. DuckDB only,
+# hence not a shared text; `{path}` is a string literal (table functions take no
+# parameters; braces doubled for `compose`). A line longer than 32 MiB
+# (maximum_object_size) fails the landing.
+LAND_RAW_FROM_FILE = """
+insert into {results_raw} (batch_id, custom_id, result_type, line, landed_at)
+select
+    $batch_id,
+    case
+        when m.custom_id <> '' then m.custom_id
+        when json_extract(json, '$.custom_id')::varchar like '"%' then json ->> '$.custom_id'
+        else error('not a result line: ' || left(json, 120))
+    end,
+    case
+        when m.result_type <> '' then m.result_type
+        when json_extract(json, '$.result.type')::varchar like '"%'
+            then json -> 'result' ->> 'type'
+        else error('not a result line: ' || left(json, 120))
+    end,
+    json,
+    $landed_at::timestamptz
+from (
+    select
+        json,
+        regexp_extract(
+            json,
+            '^\\{{"custom_id":"([A-Za-z0-9_-]{{1,64}})","result":\\{{"type":"([a-z_]+)"',
+            ['custom_id', 'result_type']
+        ) as m
+    from read_ndjson_objects({path}, maximum_object_size = 33554432)
+)
+"""
+
+# Lines that need Python's hand (a `\u0000` escape to replace, repeated custom_ids to
+# drop) arrive framed as for Postgres's COPY: fields split by \x02 and quoted by \x01,
+# bytes that JSON text never holds raw, so DuckDB's CSV reader takes each field verbatim.
+LAND_FRAMED_FROM_FILE = """
 insert into {results_raw} (batch_id, custom_id, result_type, line, landed_at)
 select batch_id, custom_id, result_type, line::json, landed_at::timestamptz
 from read_csv(
@@ -72,7 +108,7 @@ from read_csv(
 )
 """
 
-# framed rows are loaded in parts of this size, the next written while one loads
+# lines are loaded in parts of this size, the next written while one loads
 _PART_BYTES = 16 * 1024 * 1024
 
 # "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
@@ -158,23 +194,30 @@ def locked_error(path: Path, exc: duckdb.Error) -> WarehouseLockedError | None:
     )
 
 
-def _spooled(chunks: Iterable[bytes], folder: Path, part_bytes: int) -> Iterator[str]:
-    """Write chunks to files in folder, each cut after at least part_bytes where a
-    chunk ends a row; yields each finished file's path."""
-    index, size, spool = 0, 0, None
+def _spooled(
+    blocks: Iterable[tuple[bool, bytes]], folder: Path, part_bytes: int
+) -> Iterator[tuple[str, bool]]:
+    """Write (framed, data) blocks to files in folder, one kind per file, each cut after
+    at least part_bytes where a block ends a line; yields (path, framed) per finished file."""
+    index, size, spool, kind = 0, 0, None, False
     try:
-        for chunk in chunks:
-            if spool is None:
-                spool = (folder / f"part-{index:05d}.csv").open("wb")
-            spool.write(chunk)
-            size += len(chunk)
-            if size >= part_bytes and chunk.endswith(b"\n"):
+        for framed, data in blocks:
+            if spool is not None and framed != kind:
                 spool.close()
-                yield spool.name
+                yield spool.name, kind
+                index, size, spool = index + 1, 0, None
+            if spool is None:
+                spool = (folder / f"part-{index:05d}.{'csv' if framed else 'jsonl'}").open("wb")
+                kind = framed
+            spool.write(data)
+            size += len(data)
+            if size >= part_bytes and data.endswith(b"\n"):
+                spool.close()
+                yield spool.name, kind
                 index, size, spool = index + 1, 0, None
         if spool is not None:
             spool.close()
-            yield spool.name
+            yield spool.name, kind
     finally:
         if spool is not None:
             spool.close()
@@ -354,23 +397,35 @@ class DuckDBLedger:
         self,
         submission_id: str,
         batch_id: str,
-        copy_rows: Iterable[bytes],
+        results: Iterable[bytes],
+        framer: CopyRows | None = None,
         *,
         require_own: bool = False,
     ) -> LandSummary:
         """Land a batch's result lines and mark it landed, in one transaction.
 
-        `copy_rows` yields framed chunks (connector.result_lines.CopyRows); they are
-        spooled to a temporary file (memory stays flat) and bulk-loaded with DuckDB's
-        CSV reader. If iterating them raises (a cut stream), everything rolls back and
-        the batch stays `ended`. With `require_own`, lines whose custom_id is not one
-        of this submission's requests roll the landing back and the result says so.
+        With a `framer`, `results` is the raw stream: its lines are spooled as received
+        to temporary files and DuckDB's JSON reader loads them, extracting custom_id and
+        result type as it validates each line; lines with a `\\u0000` escape (from the
+        first on) and a redo without repeats (`framer.fast` false) go through the
+        framer and DuckDB's CSV reader instead. Without a framer, `results` is already
+        framed. If iterating it raises (a cut stream), everything rolls back and the
+        batch stays `ended`; a line that is not a result line raises
+        MalformedLineError, a repeated custom_id DuplicateResultLinesError, both after
+        rolling back. With `require_own`, lines whose custom_id is not one of this
+        submission's requests roll the landing back and the result says so.
         """
+        if framer is None:
+            landed_at = ""
+            blocks: Iterable[tuple[bool, bytes]] = ((True, rows) for rows in results)
+        else:
+            landed_at = framer.landed_at
+            blocks = framer.blocks(results)
         with self._transaction() as tx:
             row = self._one(self._q(q.LOCK_FOR_LANDING), {"sid": submission_id})
             if row is None or row[0] != BatchStatus.ENDED.value:
                 raise LedgerError(f"batch {batch_id} is not 'ended' (status {row and row[0]})")
-            lines = self._load_framed(batch_id, copy_rows)
+            lines = self._load(batch_id, landed_at, blocks)
             request_count = int(row[1])
             summary = LandSummary(lines, 0, 0)
             if require_own or lines != request_count:
@@ -385,21 +440,26 @@ class DuckDBLedger:
             )
         return summary
 
-    def _load_framed(self, batch_id: str, copy_rows: Iterable[bytes]) -> int:
-        """Insert framed rows; returns how many. They are spooled to temporary files of
-        about _PART_BYTES; while the next part is written (as the stream arrives),
-        DuckDB loads the last one on a worker thread, in this same transaction. Memory
-        holds one chunk; disk holds about two parts."""
+    def _load(self, batch_id: str, landed_at: str, blocks: Iterable[tuple[bool, bytes]]) -> int:
+        """Insert raw lines and framed rows; returns how many. They are spooled to
+        temporary files of about _PART_BYTES; while the next part is written (as the
+        stream arrives), DuckDB loads the last one on a worker thread, in this same
+        transaction. Memory holds one chunk; disk holds about two parts."""
         results_raw = ident(self._schema, "results_raw")
         failed: list[BaseException] = []
 
-        def load(path: str) -> int:
+        def load(path: str, framed: bool) -> int:
             try:
                 if failed:  # the transaction is already lost
                     return 0
-                got = self._one(
-                    compose(LAND_FROM_FILE, results_raw=results_raw, path=literal(path))
-                )
+                if framed:
+                    sql = compose(
+                        LAND_FRAMED_FROM_FILE, results_raw=results_raw, path=literal(path)
+                    )
+                    got = self._one(sql)
+                else:
+                    sql = compose(LAND_RAW_FROM_FILE, results_raw=results_raw, path=literal(path))
+                    got = self._one(sql, {"batch_id": batch_id, "landed_at": landed_at})
                 return int(got[0]) if got else 0
             except BaseException as exc:
                 failed.append(exc)
@@ -413,10 +473,10 @@ class DuckDBLedger:
         ):
             parts: list[Future[int]] = []
             try:
-                for part in _spooled(copy_rows, Path(tmp), _PART_BYTES):
+                for part, framed in _spooled(blocks, Path(tmp), _PART_BYTES):
                     if failed:
                         break
-                    parts.append(loader.submit(load, part))
+                    parts.append(loader.submit(load, part, framed))
             except BaseException:
                 # a cut stream: drop the parts not yet loaded; the connection stays the
                 # worker's until it is done, then the caller rolls back
@@ -429,6 +489,8 @@ class DuckDBLedger:
                 raise DuplicateResultLinesError(
                     f"results of {batch_id} repeat a custom_id; landing again without repeats"
                 ) from None
+            except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+                raise MalformedLineError(f"results of {batch_id}: {exc}") from None
 
     def record_rejections(self, enrichment: str, rows: Sequence[tuple[str | None, str]]) -> None:
         if not rows:

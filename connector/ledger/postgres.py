@@ -34,6 +34,7 @@ from connector.ledger.params import (
 )
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation, Target
+from connector.result_lines import CopyRows
 
 # COPY format for result lines: CSV whose quote and delimiter bytes cannot occur in
 # JSON text (JSON escapes every control character), so each field is taken verbatim.
@@ -187,17 +188,20 @@ class PostgresLedger:
         self,
         submission_id: str,
         batch_id: str,
-        copy_rows: Iterable[bytes],
+        results: Iterable[bytes],
+        framer: CopyRows | None = None,
         *,
         require_own: bool = False,
     ) -> LandSummary:
         """Land a batch's result lines and mark it landed, in one transaction.
 
-        `copy_rows` yields COPY-ready chunks (see connector.landing). If iterating it
+        `results` is the raw results stream, framed here by `framer` into COPY-ready
+        chunks; without a framer it yields those chunks already. If iterating it
         raises (a cut stream), everything rolls back and the batch stays `ended`.
         With `require_own`, lines whose custom_id is not one of this submission's
         requests roll the landing back and the result says so.
         """
+        copy_rows = results if framer is None else framer.rows(results)
         with self._conn.transaction() as tx, self._conn.cursor() as cur:
             cur.execute(self._q(q.LOCK_FOR_LANDING), {"sid": submission_id})
             row = cur.fetchone()

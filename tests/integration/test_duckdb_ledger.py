@@ -16,12 +16,13 @@ import pytest
 from harness.warehouses import DUCKDB_FILE, DuckDBWarehouse
 
 from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
+from connector.ledger import duckdb as duckdb_ledger
 from connector.ledger import open_ledger, queries
 from connector.ledger.base import PollUpdate, RequestRecord
 from connector.ledger.duckdb import DuckDBLedger, database_path, locked_error
 from connector.policy import BatchStatus
 from connector.project import Relation, Target, run_dbt
-from connector.result_lines import CopyRows
+from connector.result_lines import CopyRows, MalformedLineError
 
 # the tests that use the ledger fixture run on the DuckDB project only
 on_duckdb = pytest.mark.parametrize("warehouse_kind", ["duckdb"], indirect=True)
@@ -87,10 +88,19 @@ def _ended(led: DuckDBLedger, n: int) -> None:
     led.record_poll(SID, PollUpdate("ended", n, 0, 0, 0, now, now, now))
 
 
+def _framer(fast: bool = True) -> CopyRows:
+    return CopyRows(batch_id=BATCH, landed_at=datetime.now(UTC).isoformat(), fast=fast)
+
+
+def _raw(lines: list[bytes]) -> list[bytes]:
+    """The results stream, cut at odd places (chunks do not end at line ends)."""
+    data = b"\n".join(lines) + b"\n"
+    return [data[i : i + 7] for i in range(0, len(data), 7)]
+
+
 def _rows(lines: list[bytes]) -> Iterator[bytes]:
-    return CopyRows(batch_id=BATCH, landed_at=datetime.now(UTC).isoformat()).rows(
-        [b"\n".join(lines) + b"\n"]
-    )
+    """Framed rows, as a caller without a framer passes them."""
+    return _framer().rows([b"\n".join(lines) + b"\n"])
 
 
 def _status(led: DuckDBLedger) -> str:
@@ -131,10 +141,79 @@ def test_lines_land_verbatim_and_the_batch_is_landed(ledger: DuckDBLedger, path:
     _ended(ledger, 3)
     odd = b'{"custom_id":"2","result":{"type":"succeeded","t":"\\u00e9 \\"q\\" \xc3\xa9 \\\\n, ;"}}'
     lines = [_line("0"), _line("1", "x" * 10_000), odd]
-    summary = ledger.land(SID, BATCH, _rows(lines))
+    summary = ledger.land(SID, BATCH, _raw(lines), _framer())
     assert (summary.lines, summary.foreign_lines, summary.missing_requests) == (3, 0, 0)
     assert _status(ledger) == "landed"
     assert _landed(path) == [(str(i), line.decode()) for i, line in enumerate(lines)]
+
+
+@on_duckdb
+def test_framed_rows_land_too(ledger: DuckDBLedger, path: Path) -> None:
+    _ended(ledger, 2)
+    lines = [_line("0"), b'{"result":{"type":"errored"},"custom_id":"1"}']
+    summary = ledger.land(SID, BATCH, _rows(lines))
+    assert summary.lines == 2 and _status(ledger) == "landed"
+    assert _landed(path) == [(str(i), line.decode()) for i, line in enumerate(lines)]
+
+
+@on_duckdb
+def test_raw_lines_in_any_layout_blank_lines_and_an_unterminated_last_line(
+    ledger: DuckDBLedger, path: Path
+) -> None:
+    _ended(ledger, 3)
+    other = b'{"result":{"message":{},"type":"errored"},"custom_id":"1"}'
+    spaced = b'{ "custom_id" : "2" , "result" : { "type" : "expired" } }'
+    data = _line("0") + b"\n\n  \r\n" + other + b"\r\n" + spaced
+    summary = ledger.land(SID, BATCH, [data[:50], data[50:]], _framer())
+    assert summary.lines == 3 and summary.missing_requests == 0
+    assert _landed(path) == [
+        ("0", _line("0").decode()),
+        ("1", other.decode()),
+        ("2", spaced.decode()),
+    ]
+    with duckdb.connect(str(path)) as conn:
+        types = conn.execute("select result_type from enrich.results_raw order by custom_id")
+        assert [t for (t,) in types.fetchall()] == ["succeeded", "errored", "expired"]
+
+
+@on_duckdb
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"not json",
+        b'{"custom_id":"1","result":{"type":"succ',
+        b'{"custom_id":"1"}',
+        b'{"custom_id":1,"result":{"type":"succeeded"}}',
+        b'{"custom_id":"1","result":{"type":null}}',
+        b"[1,2]",
+        b'"1"',
+    ],
+)
+def test_a_line_that_is_not_a_result_line_lands_nothing(
+    ledger: DuckDBLedger, path: Path, bad: bytes
+) -> None:
+    _ended(ledger, 2)
+    with pytest.raises(MalformedLineError):
+        ledger.land(SID, BATCH, _raw([_line("0"), bad]), _framer())
+    assert _status(ledger) == "ended"
+    assert _landed(path) == []
+
+
+@on_duckdb
+def test_nul_escapes_are_replaced_from_the_first_on_in_parts_of_both_kinds(
+    ledger: DuckDBLedger, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(duckdb_ledger, "_PART_BYTES", 100)  # a part every line or so
+    _ended(ledger, 6)
+    nul = b'{"custom_id":"3","result":{"type":"succeeded","text":"a\\u0000b"}}'
+    lines = [_line("0"), _line("1"), _line("2"), nul, _line("4"), _line("5")]
+    framer = _framer()
+    summary = ledger.land(SID, BATCH, _raw(lines), framer)
+    assert summary.lines == 6 and summary.missing_requests == 0
+    assert framer.nul_fixed == ["3"]
+    landed = dict(_landed(path))
+    assert landed["3"] == nul.decode().replace("\\u0000", "\\ufffd")
+    assert landed["5"] == _line("5").decode()
 
 
 @on_duckdb
@@ -142,11 +221,11 @@ def test_a_cut_stream_lands_nothing(ledger: DuckDBLedger, path: Path) -> None:
     _ended(ledger, 3)
 
     def cut() -> Iterator[bytes]:
-        yield from _rows([_line("0"), _line("1")])
+        yield from _raw([_line("0"), _line("1")])
         raise ConnectionError("stream cut")
 
     with pytest.raises(ConnectionError):
-        ledger.land(SID, BATCH, cut())
+        ledger.land(SID, BATCH, cut(), _framer())
     assert _status(ledger) == "ended"
     assert _landed(path) == []
 
@@ -154,17 +233,20 @@ def test_a_cut_stream_lands_nothing(ledger: DuckDBLedger, path: Path) -> None:
 @on_duckdb
 def test_repeated_lines_roll_back_and_say_so(ledger: DuckDBLedger) -> None:
     _ended(ledger, 2)
+    lines = [_line("0"), _line("1"), _line("0", "again")]
     with pytest.raises(DuplicateResultLinesError):
-        ledger.land(SID, BATCH, _rows([_line("0"), _line("1"), _line("0")]))
+        ledger.land(SID, BATCH, _raw(lines), _framer())
     assert _status(ledger) == "ended"
-    summary = ledger.land(SID, BATCH, _rows([_line("0")]))
-    assert summary.missing_requests == 1 and _status(ledger) == "landed"
+    redo = _framer(fast=False)  # as connector.landing does: the repeats dropped
+    summary = ledger.land(SID, BATCH, _raw(lines), redo)
+    assert summary.lines == 2 and summary.missing_requests == 0 and _status(ledger) == "landed"
+    assert redo.duplicates == ["0"]
 
 
 @on_duckdb
 def test_foreign_lines_of_an_adopted_batch_land_nothing(ledger: DuckDBLedger, path: Path) -> None:
     _ended(ledger, 2)
-    summary = ledger.land(SID, BATCH, _rows([_line("0"), _line("zz")]), require_own=True)
+    summary = ledger.land(SID, BATCH, _raw([_line("0"), _line("zz")]), _framer(), require_own=True)
     assert summary.foreign_lines == 1
     assert _status(ledger) == "ended"
     assert _landed(path) == []

@@ -107,3 +107,37 @@ def test_fast_path_leaves_repeats_to_the_primary_key() -> None:
     assert b"".join(fast.rows([data])).count(b"\n") == 2
     slow = CopyRows(batch_id="b", landed_at="t", fast=False)
     assert b"".join(slow.rows([data])).count(b"\n") == 1 and slow.duplicates == ["a"]
+
+
+@given(st.integers(min_value=1, max_value=200))
+def test_blocks_are_raw_whole_lines_until_a_nul_escape_then_framed(size: int) -> None:
+    nul = b'{"custom_id":"n","result":{"type":"succeeded","text":"a\\u0000b"}}'
+    lines = [_line("a"), _line("b"), nul, _line("c")]
+    data = b"\n".join(lines) + b"\n"
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    framer = CopyRows(batch_id="b", landed_at="t")
+    blocks = list(framer.blocks(chunks))
+    kinds = [framed for framed, _ in blocks]
+    assert kinds == sorted(kinds)  # raw, then framed, never back
+    raw = b"".join(block for framed, block in blocks if not framed)
+    assert all(block.endswith(b"\n") for framed, block in blocks if not framed)
+    rows = b"".join(block for framed, block in blocks if framed).split(b"\n")[:-1]
+    # the raw blocks and the framed rows hold each line once, in order
+    assert raw.split(b"\n")[:-1] + [row.split(b"\x02")[3] for row in rows] == [
+        line.replace(b"\\u0000", b"\\ufffd") for line in lines
+    ]
+    assert framer.nul_fixed == ["n"] and framer.lines == len(rows)
+
+
+def test_blocks_of_a_redo_are_all_framed_without_repeats() -> None:
+    data = _line("a") + b"\n\n" + _line("a") + b"\n" + _line("b")
+    framer = CopyRows(batch_id="b", landed_at="t", fast=False)
+    blocks = list(framer.blocks([data]))
+    assert all(framed for framed, _ in blocks)
+    assert b"".join(block for _, block in blocks).count(b"\n") == 2
+    assert framer.duplicates == ["a"]
+
+
+def test_blocks_pass_raw_lines_unchecked_to_the_database() -> None:
+    framer = CopyRows(batch_id="b", landed_at="t")
+    assert list(framer.blocks([b"not json\n", b"x"])) == [(False, b"not json\n"), (False, b"x")]
