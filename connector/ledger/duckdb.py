@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,9 @@ from connector.errors import (
     WarehouseLockedError,
 )
 from connector.ledger import queries as q
-from connector.ledger.base import BatchRecord, LandSummary, PollUpdate, RequestRecord, StatusRow
+from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
 from connector.ledger.params import (
     Params,
-    batch_record,
     history_params,
     history_row,
     intent_params,
@@ -47,9 +45,9 @@ from connector.ledger.params import (
     poll_params,
     rejection_params,
     request_columns,
-    status_params,
     transition_params,
 )
+from connector.ledger.reads import LedgerReads
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation, Target
 from connector.result_lines import CopyRows, MalformedLineError
@@ -243,7 +241,7 @@ def _release_dbt_environment(path: Path) -> None:
     manager.close_all_connections()
 
 
-class DuckDBLedger:
+class DuckDBLedger(LedgerReads):
     def __init__(self, conn: duckdb.DuckDBPyConnection, schema: str, path: Path) -> None:
         self._conn = conn
         self._schema = schema
@@ -497,22 +495,3 @@ class DuckDBLedger:
             return
         with self._transaction():
             self._run(self._q(q.INSERT_REJECTIONS), rejection_params(enrichment, rows))
-
-    # --------------------------------------------------------------- queries
-    def batches(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
-        rows = self._read(q.BATCHES, {"statuses": [s.value for s in statuses]})
-        return [batch_record(r) for r in rows]
-
-    def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
-        return {str(r[0]) for r in self._read(q.KNOWN_BATCH_IDS, {"ids": list(batch_ids)})}
-
-    def submission_custom_ids(self, submission_id: str) -> list[str]:
-        return [str(r[0]) for r in self._read(q.SUBMISSION_CUSTOM_IDS, {"sid": submission_id})]
-
-    def now(self) -> datetime:
-        value: datetime = self._read(q.NOW, {})[0][0]
-        return value
-
-    def status(self) -> list[StatusRow]:
-        rows = self._read(q.STATUS, status_params())
-        return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]

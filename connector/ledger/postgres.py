@@ -9,7 +9,6 @@ loses nothing that was reported as done.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -19,9 +18,8 @@ from psycopg.rows import TupleRow
 
 from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
 from connector.ledger import queries as q
-from connector.ledger.base import BatchRecord, LandSummary, PollUpdate, RequestRecord, StatusRow
+from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
 from connector.ledger.params import (
-    batch_record,
     history_params,
     history_row,
     intent_params,
@@ -29,9 +27,9 @@ from connector.ledger.params import (
     poll_params,
     rejection_params,
     request_row,
-    status_params,
     transition_params,
 )
+from connector.ledger.reads import LedgerReads
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation, Target
 from connector.result_lines import CopyRows
@@ -44,7 +42,7 @@ _COPY_OPTIONS = sql.SQL("(format csv, quote e'\\x01', delimiter e'\\x02')")
 _CONNECT_KEYS = {"host": "host", "port": "port", "user": "user", "password": "password"}
 
 
-class PostgresLedger:
+class PostgresLedger(LedgerReads):
     def __init__(self, conn: psycopg.Connection[TupleRow], schema: str) -> None:
         self._conn = conn
         self._schema = schema
@@ -242,22 +240,3 @@ class PostgresLedger:
             return
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(self._q(q.INSERT_REJECTIONS), rejection_params(enrichment, rows))
-
-    # --------------------------------------------------------------- queries
-    def batches(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
-        rows = self._read(q.BATCHES, {"statuses": [s.value for s in statuses]})
-        return [batch_record(r) for r in rows]
-
-    def known_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
-        return {str(r[0]) for r in self._read(q.KNOWN_BATCH_IDS, {"ids": list(batch_ids)})}
-
-    def submission_custom_ids(self, submission_id: str) -> list[str]:
-        return [str(r[0]) for r in self._read(q.SUBMISSION_CUSTOM_IDS, {"sid": submission_id})]
-
-    def now(self) -> datetime:
-        value: datetime = self._read(q.NOW, {})[0][0]
-        return value
-
-    def status(self) -> list[StatusRow]:
-        rows = self._read(q.STATUS, status_params())
-        return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]

@@ -196,7 +196,7 @@ def test_invalid_outputs_are_failures_never_enriched_values(
     ids = [cid for cid, _ in invalid]
     leaked = p.query(
         "select count(*) from analytics.ticket_triage__enriched "
-        "where custom_id in (select unnest(%s)) and category is not null",
+        "where custom_id in (select unnest(cast(%s as text[]))) and category is not null",
         (ids,),
     )
     assert leaked[0][0] == 0
