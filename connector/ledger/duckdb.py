@@ -38,8 +38,6 @@ from connector.ledger import queries as q
 from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
 from connector.ledger.params import (
     Params,
-    history_params,
-    history_row,
     intent_params,
     landed_coverage,
     poll_params,
@@ -48,7 +46,7 @@ from connector.ledger.params import (
     transition_params,
 )
 from connector.ledger.reads import LedgerReads
-from connector.policy import BatchStatus, RowHistory
+from connector.policy import BatchStatus
 from connector.project import Relation, Target
 from connector.result_lines import CopyRows, MalformedLineError
 
@@ -344,12 +342,6 @@ class DuckDBLedger(LedgerReads):
                 yield [tuple(r) for r in rows]
         finally:
             reader.close()
-
-    def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
-        if not pairs:
-            return {}
-        rows = self._read(q.HISTORY, history_params(enrichment, pairs))
-        return dict(history_row(r) for r in rows)
 
     # ---------------------------------------------------------- state changes
     def record_intent(

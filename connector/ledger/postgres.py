@@ -20,8 +20,6 @@ from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
 from connector.ledger import queries as q
 from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
 from connector.ledger.params import (
-    history_params,
-    history_row,
     intent_params,
     landed_coverage,
     poll_params,
@@ -30,7 +28,7 @@ from connector.ledger.params import (
     transition_params,
 )
 from connector.ledger.reads import LedgerReads
-from connector.policy import BatchStatus, RowHistory
+from connector.policy import BatchStatus
 from connector.project import Relation, Target
 from connector.result_lines import CopyRows
 
@@ -133,12 +131,6 @@ class PostgresLedger(LedgerReads):
                     yield [tuple(r) for r in rows]
         finally:
             reader.close()
-
-    def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
-        if not pairs:
-            return {}
-        rows = self._read(q.HISTORY, history_params(enrichment, pairs))
-        return dict(history_row(r) for r in rows)
 
     # ---------------------------------------------------------- state changes
     def record_intent(

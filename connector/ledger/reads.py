@@ -10,13 +10,20 @@ from typing import Any
 
 from connector.ledger import queries as q
 from connector.ledger.base import BatchRecord, StatusRow
-from connector.ledger.params import batch_record, status_params
-from connector.policy import BatchStatus
+from connector.ledger.params import batch_record, history_params, history_row, status_params
+from connector.policy import BatchStatus, RowHistory
 
 
 class LedgerReads(ABC):
     @abstractmethod
     def _read(self, text: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+    def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
+        """What the ledger knows of each (custom_id, request_hash) about to be sent."""
+        if not pairs:
+            return {}
+        rows = self._read(q.HISTORY, history_params(enrichment, pairs))
+        return dict(history_row(r) for r in rows)
 
     def batches(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
         rows = self._read(q.BATCHES, {"statuses": [s.value for s in statuses]})
