@@ -304,17 +304,7 @@ class DuckDBLedger(LedgerReads):
         self._conn.close()
         _release_dbt_environment(self._path)
 
-    def version(self) -> int | None:
-        if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
-            return None
-        got = self._read(q.VERSION, {})
-        return None if not got or got[0][0] is None else int(got[0][0])
-
     # ------------------------------------------------------- the flagged view
-    def flagged_columns(self, relation: Relation) -> list[str]:
-        rows = self._read(q.RELATION_COLUMNS, {"schema": relation.schema, "name": relation.name})
-        return [str(r[0]) for r in rows]
-
     def duplicate_keys(self, relation: Relation, key: Sequence[str]) -> list[tuple[object, ...]]:
         rows = self._read(
             q.REPEATED_KEYS,

@@ -12,11 +12,24 @@ from connector.ledger import queries as q
 from connector.ledger.base import BatchRecord, StatusRow
 from connector.ledger.params import batch_record, history_params, history_row, status_params
 from connector.policy import BatchStatus, RowHistory
+from connector.project import Relation
 
 
 class LedgerReads(ABC):
+    _schema: str  # the ledger schema
+
     @abstractmethod
     def _read(self, text: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+    def version(self) -> int | None:
+        if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
+            return None
+        got = self._read(q.VERSION, {})
+        return None if not got or got[0][0] is None else int(got[0][0])
+
+    def flagged_columns(self, relation: Relation) -> list[str]:
+        rows = self._read(q.RELATION_COLUMNS, {"schema": relation.schema, "name": relation.name})
+        return [str(r[0]) for r in rows]
 
     def history(self, enrichment: str, pairs: Sequence[tuple[str, str]]) -> dict[str, RowHistory]:
         """What the ledger knows of each (custom_id, request_hash) about to be sent."""
