@@ -6,14 +6,19 @@ expected and what was got. Unknown keys are refused with a did-you-mean hint, be
 misspelt optional key (``max_attempt: 5``) would otherwise be silently ignored. A YAML
 ``null`` on an optional key means "not set" (the default applies).
 
-Keys reserved for cost controls, type-checked here and acted on elsewhere:
+Cost controls (docs/costs.md), type-checked here and acted on elsewhere:
 
 - ``budget_usd`` (number > 0, optional): the most one ``enrich sync`` may commit to
   spending on this enrichment; the estimate stops submission above it.
-- ``dedupe`` (bool, default false): send one request per distinct request hash and
-  share its result among the rows that have it.
-- ``cache`` (bool, default true): send the system prompt as a text block with
-  ``cache_control: {type: ephemeral, ttl: 1h}`` (see ``connector.requests``).
+- ``budget_usd_per_day`` (number > 0, optional): the most the estimates of one UTC day's
+  submissions of this enrichment may add up to.
+- ``dedupe`` (bool, default false): send one request per distinct request and share its
+  result among the rows that have it.
+- ``cache`` (bool, default true): mark the system prompt (and ``cached_prefix``) with
+  ``cache_control: {type: ephemeral, ttl: <cache_ttl>}`` (see ``connector.requests``).
+- ``cache_ttl`` ("5m" or "1h", default "1h": a batch may take longer than five minutes).
+- ``cached_prefix`` (text, optional): a prefix shared by every row's user message, sent
+  as its own cached content block before the prompt column's text.
 """
 
 from __future__ import annotations
@@ -49,9 +54,13 @@ KNOWN_KEYS = (
     "max_batch_bytes",
     "flagged_model",
     "budget_usd",
+    "budget_usd_per_day",
     "dedupe",
     "cache",
+    "cache_ttl",
+    "cached_prefix",
 )
+CACHE_TTLS = ("5m", "1h")
 REQUIRED_KEYS = ("primary_key", "model", "max_tokens")
 TOOL_KEYS = ("name", "description", "input_schema")
 REPAIR_KEYS = ("on_max_tokens", "on_invalid", "max_tokens_multiplier")
@@ -104,8 +113,11 @@ class Declaration:
     max_batch_bytes: int = MAX_BATCH_BYTES
     flagged_model: str = ""
     budget_usd: float | None = None
+    budget_usd_per_day: float | None = None
     dedupe: bool = False
     cache: bool = True
+    cache_ttl: str = "1h"
+    cached_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not self.flagged_model:
@@ -307,6 +319,18 @@ def parse_declaration(model_name: str, raw: Mapping[str, object]) -> Declaration
         max_batch_bytes=reader.integer("max_batch_bytes", MAX_BATCH_BYTES, 1, MAX_BATCH_BYTES),
         flagged_model=reader.text("flagged_model") or f"{model_name}__flagged",
         budget_usd=reader.number("budget_usd", None, 0.0, inclusive=False),
+        budget_usd_per_day=reader.number("budget_usd_per_day", None, 0.0, inclusive=False),
         dedupe=reader.flag("dedupe", False),
         cache=reader.flag("cache", True),
+        cache_ttl=_cache_ttl(reader),
+        cached_prefix=reader.text("cached_prefix"),
     )
+
+
+def _cache_ttl(reader: _Reader) -> str:
+    value = reader.get("cache_ttl")
+    if value is None:
+        return "1h"
+    if value not in CACHE_TTLS:
+        raise reader.fail("cache_ttl", f'must be "5m" or "1h", got {show(value)}')
+    return str(value)

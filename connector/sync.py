@@ -25,7 +25,7 @@ from connector.submit import SubmitReport, submit_enrichment
 
 log = logging.getLogger(__name__)
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 
 
 @dataclass

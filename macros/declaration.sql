@@ -17,6 +17,12 @@
         'repair': {'on_max_tokens': false, 'on_invalid': false, 'max_tokens_multiplier': 2},
         'max_requests_per_batch': 100000,
         'max_batch_bytes': 256000000,
+        'budget_usd': none,
+        'budget_usd_per_day': none,
+        'dedupe': false,
+        'cache': true,
+        'cache_ttl': '1h',
+        'cached_prefix': none,
     }) -}}
 {%- endmacro %}
 
@@ -72,7 +78,8 @@
     {%- set known = [
         'primary_key', 'model', 'max_tokens', 'prompt_column', 'system', 'output_schema',
         'tool', 'prompt_version', 'max_attempts', 'repair', 'max_requests_per_batch',
-        'max_batch_bytes', 'flagged_model', 'budget_usd', 'dedupe', 'cache',
+        'max_batch_bytes', 'flagged_model', 'budget_usd', 'budget_usd_per_day', 'dedupe', 'cache',
+        'cache_ttl', 'cached_prefix',
     ] -%}
     {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
 
@@ -137,9 +144,19 @@
         {%- endif -%}
     {%- endfor -%}
 
-    {%- set budget = decl.get('budget_usd') -%}
-    {%- if budget is not none and (budget is boolean or budget is not number or budget <= 0) -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".budget_usd must be a positive number, got: " ~ budget) -%}
+    {%- for key in ['budget_usd', 'budget_usd_per_day'] -%}
+        {%- set budget = decl.get(key) -%}
+        {%- if budget is not none and (budget is boolean or budget is not number or budget <= 0) -%}
+            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be a positive number, got: " ~ budget) -%}
+        {%- endif -%}
+    {%- endfor -%}
+
+    {%- if decl.get('cache_ttl') is not none and decl.get('cache_ttl') not in ['5m', '1h'] -%}
+        {%- do exceptions.raise_compiler_error(where ~ ".cache_ttl must be \"5m\" or \"1h\", got: " ~ decl.get('cache_ttl')) -%}
+    {%- endif -%}
+    {%- set prefix = decl.get('cached_prefix') -%}
+    {%- if prefix is not none and (prefix is not string or prefix | trim | length == 0) -%}
+        {%- do exceptions.raise_compiler_error(where ~ ".cached_prefix must be a non-empty string, got: " ~ prefix) -%}
     {%- endif -%}
 
     {%- if decl.get('output_schema') is not none and decl.get('tool') is not none -%}
@@ -301,8 +318,12 @@
         'output_schema=' ~ (tojson(decl['output_schema'], sort_keys=true) if decl['output_schema'] is not none else ''),
         'tool=' ~ (tojson(decl['tool'], sort_keys=true) if decl['tool'] is not none else ''),
         'prompt_version=' ~ decl['prompt_version'],
-        'prompt=',
     ] -%}
+    {#- only when set, so that declarations without it keep their request hashes -#}
+    {%- if decl.get('cached_prefix') is not none -%}
+        {%- do parts.append('cached_prefix=' ~ decl['cached_prefix']) -%}
+    {%- endif -%}
+    {%- do parts.append('prompt=') -%}
     {{- return(parts | join(sep)) -}}
 {%- endmacro %}
 

@@ -7,12 +7,12 @@
     number of times. It executes its statements itself, commits, and renders to an empty
     string, so it works the same from a hook and from run-operation.
 
-    Bump `ledger_version()` (and LEDGER_VERSION in connector/ledger.py) when the DDL
+    Bump `ledger_version()` (and LEDGER_VERSION in connector/sync.py) when the DDL
     changes, and add the change as an idempotent statement (`add column if not exists`).
 -#}
 
 {% macro ledger_version() -%}
-    {{ return(1) }}
+    {{ return(2) }}
 {%- endmacro %}
 
 
@@ -58,6 +58,8 @@
     {%- set requests = batch_enrich.ledger_relation('requests') -%}
     {%- set results_raw = batch_enrich.ledger_relation('results_raw') -%}
     {%- set rejections = batch_enrich.ledger_relation('rejections') -%}
+    {%- set shared_keys = batch_enrich.ledger_relation('shared_keys') -%}
+    {%- set deferrals = batch_enrich.ledger_relation('deferrals') -%}
     {%- set statements = [] -%}
 
     {%- do statements.append(
@@ -113,6 +115,33 @@
     {%- do statements.append(
         'alter table ' ~ requests ~ ' add column if not exists input_hash text'
     ) -%}
+
+    {#- Version 2: the estimated cost of each request when it was submitted (budgets). -#}
+    {%- do statements.append(
+        'alter table ' ~ requests ~ ' add column if not exists estimated_usd double precision'
+    ) -%}
+
+    {#-
+        Version 2, dedupe: the other keys a request serves. `custom_id` is the request
+        sent (a row of requests); `member_custom_id` and `primary_key` are the row that
+        shares its result without a request of its own.
+    -#}
+    {%- do statements.append('create table if not exists ' ~ shared_keys ~ ' (
+        submission_id text not null,
+        custom_id text not null,
+        member_custom_id text not null,
+        primary_key ' ~ json_type ~ ' not null,
+        primary key (submission_id, member_custom_id)
+    )') -%}
+
+    {#- Version 2, budgets: flagged rows a budget held back, oldest first next time. -#}
+    {%- do statements.append('create table if not exists ' ~ deferrals ~ ' (
+        enrichment text not null,
+        custom_id text not null,
+        first_deferred_at timestamptz not null,
+        last_deferred_at timestamptz not null,
+        primary key (enrichment, custom_id)
+    )') -%}
 
     {%- do statements.append('create table if not exists ' ~ results_raw ~ ' (
         batch_id text not null,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -24,6 +24,9 @@ class RequestRecord:
     prompt_version: str
     max_tokens: int
     params_bytes: int
+    estimated_usd: float | None = None  # the cost estimate when submitted (budgets)
+    # dedupe: other rows served by this request, as (their custom_id, their key JSON)
+    shared: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,32 @@ class StatusRow:
     failed_terminal: int
     missing: int
     rejected: int
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Token usage of landed succeeded results of one enrichment and model."""
+
+    enrichment: str
+    model: str
+    is_today: bool  # landed since the start of the UTC day
+    results: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Landed usage of one prompt_version: what estimates learn from."""
+
+    prompt_version: str
+    results: int
+    params_bytes: int
+    input_tokens: int  # uncached + cache writes + cache reads
+    output_tokens: int
 
 
 @dataclass(frozen=True)
@@ -143,3 +172,20 @@ class Ledger(Protocol):
     def status(self) -> list[StatusRow]: ...
 
     def now(self) -> datetime: ...
+
+    # cost controls
+    def calibration(self, enrichment: str) -> list[Calibration]: ...
+
+    def estimated_since(self, enrichment: str, since: datetime) -> float: ...
+
+    def usage(self, day_start: datetime) -> list[UsageRow]: ...
+
+    def in_flight_estimates(self) -> dict[str, float]: ...
+
+    def shared_counts(self) -> dict[str, int]: ...
+
+    def deferrals(self, enrichment: str) -> dict[str, datetime]: ...
+
+    def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None: ...
+
+    def prune_deferrals(self, enrichment: str, since: datetime) -> None: ...

@@ -43,6 +43,8 @@ from connector.ledger.params import (
     poll_params,
     rejection_params,
     request_columns,
+    sent_ids_params,
+    shared_key_params,
     transition_params,
 )
 from connector.ledger.reads import LedgerReads
@@ -351,6 +353,15 @@ class DuckDBLedger(LedgerReads):
                     self._q(q.INSERT_REQUESTS),
                     request_columns(submission_id, enrichment, requests),
                 )
+            shared = shared_key_params(submission_id, requests)
+            if shared is not None:
+                self._run(self._q(q.INSERT_SHARED_KEYS), shared)
+            self._run(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
+
+    def _write(self, steps: Sequence[tuple[str, Params]]) -> None:
+        with self._transaction():
+            for text, params in steps:
+                self._run(self._q(text), params)
 
     def transition(
         self,

@@ -66,6 +66,7 @@ def request_row(submission_id: str, enrichment: str, r: RequestRecord) -> tuple[
         r.prompt_version,
         r.max_tokens,
         r.params_bytes,
+        r.estimated_usd,
     )
 
 
@@ -86,7 +87,27 @@ def request_columns(
         "prompt_version": [r.prompt_version for r in requests],
         "max_tokens": [r.max_tokens for r in requests],
         "params_bytes": [r.params_bytes for r in requests],
+        "estimated_usd": [r.estimated_usd for r in requests],
     }
+
+
+def shared_key_params(submission_id: str, requests: Sequence[RequestRecord]) -> Params | None:
+    """The dedupe members of an intent's requests, for `queries.INSERT_SHARED_KEYS`."""
+    rows = [(r.custom_id, member, key) for r in requests for member, key in r.shared]
+    if not rows:
+        return None
+    return {
+        "sid": submission_id,
+        "custom_id": [r[0] for r in rows],
+        "member": [r[1] for r in rows],
+        "primary_key": [r[2] for r in rows],
+    }
+
+
+def sent_ids_params(enrichment: str, requests: Sequence[RequestRecord]) -> Params:
+    """Every custom_id an intent serves (its requests and their dedupe members)."""
+    ids = [r.custom_id for r in requests] + [m for r in requests for m, _ in r.shared]
+    return {"enrichment": enrichment, "ids": ids}
 
 
 def transition_params(

@@ -25,6 +25,8 @@ from connector.ledger.params import (
     poll_params,
     rejection_params,
     request_row,
+    sent_ids_params,
+    shared_key_params,
     transition_params,
 )
 from connector.ledger.reads import LedgerReads
@@ -142,6 +144,15 @@ class PostgresLedger(LedgerReads):
             with cur.copy(copy_sql) as copy:
                 for r in requests:
                     copy.write_row(request_row(submission_id, enrichment, r))
+            shared = shared_key_params(submission_id, requests)
+            if shared is not None:
+                cur.execute(self._q(q.INSERT_SHARED_KEYS), shared)
+            cur.execute(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
+
+    def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            for text, params in steps:
+                cur.execute(self._q(text), params)
 
     def transition(
         self,

@@ -21,7 +21,15 @@ import sqlglot
 from sqlglot import exp
 
 # the ledger's tables: a `{name}` field with one of these names is `<ledger schema>.<name>`
-LEDGER_TABLES: Final = ("ledger_version", "batches", "requests", "results_raw", "rejections")
+LEDGER_TABLES: Final = (
+    "ledger_version",
+    "batches",
+    "requests",
+    "results_raw",
+    "rejections",
+    "shared_keys",
+    "deferrals",
+)
 
 VERSION_TABLE_EXISTS: Final = """
 select 1 from information_schema.tables
@@ -60,7 +68,15 @@ select w.custom_id,
            and (x.line -> 'result' -> 'error' -> 'error' ->> 'type') = any(%(terminal)s)
        ), false) as terminal
 from wanted as w
-join {requests} as r on r.enrichment = %(enrichment)s and r.custom_id = w.custom_id
+join (
+    select q.submission_id, q.custom_id, q.custom_id as member_custom_id, q.request_hash
+    from {requests} as q where q.enrichment = %(enrichment)s
+    union all
+    select s.submission_id, s.custom_id, s.member_custom_id, q.request_hash
+    from {shared_keys} as s
+    join {requests} as q on q.submission_id = s.submission_id and q.custom_id = s.custom_id
+    where q.enrichment = %(enrichment)s
+) as r on r.member_custom_id = w.custom_id
 join {batches} as b on b.submission_id = r.submission_id
 left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
 group by w.custom_id
@@ -74,13 +90,109 @@ values (%(sid)s, %(enrichment)s, %(status)s, %(request_count)s, %(body_bytes)s, 
 # the requests of an intent as columns (one array per column); Postgres uses COPY instead
 INSERT_REQUESTS: Final = """
 insert into {requests} (submission_id, custom_id, enrichment, primary_key, request_hash,
-    input_hash, attempt, flag_reason, model, prompt_version, max_tokens, params_bytes)
+    input_hash, attempt, flag_reason, model, prompt_version, max_tokens, params_bytes,
+    estimated_usd)
 select %(sid)s, unnest(%(custom_id)s::text[]), %(enrichment)s,
     unnest(%(primary_key)s::text[])::jsonb, unnest(%(request_hash)s::text[]),
     unnest(%(input_hash)s::text[]), unnest(%(attempt)s::integer[]),
     unnest(%(flag_reason)s::text[]), unnest(%(model)s::text[]),
     unnest(%(prompt_version)s::text[]), unnest(%(max_tokens)s::integer[]),
-    unnest(%(params_bytes)s::integer[])
+    unnest(%(params_bytes)s::integer[]), unnest(%(estimated_usd)s::double precision[])
+"""
+
+# dedupe: the keys that share a request of this intent (written with the intent)
+INSERT_SHARED_KEYS: Final = """
+insert into {shared_keys} (submission_id, custom_id, member_custom_id, primary_key)
+select %(sid)s, unnest(%(custom_id)s::text[]), unnest(%(member)s::text[]),
+    unnest(%(primary_key)s::text[])::jsonb
+"""
+
+# rows of an intent are no longer held back by a budget
+DELETE_DEFERRALS: Final = """
+delete from {deferrals} where enrichment = %(enrichment)s and custom_id = any(%(ids)s::text[])
+"""
+
+DEFERRALS: Final = """
+select custom_id, first_deferred_at from {deferrals} where enrichment = %(enrichment)s
+"""
+
+UPSERT_DEFERRALS: Final = """
+insert into {deferrals} (enrichment, custom_id, first_deferred_at, last_deferred_at)
+select %(enrichment)s, unnest(%(ids)s::text[]), now(), now()
+on conflict (enrichment, custom_id) do update set last_deferred_at = excluded.last_deferred_at
+"""
+
+# held back before this run and not held back by it: no longer flagged, or sent
+PRUNE_DEFERRALS: Final = """
+delete from {deferrals} where enrichment = %(enrichment)s and last_deferred_at < %(since)s
+"""
+
+# what the estimates of one enrichment's submissions since a time add up to
+ESTIMATED_SINCE: Final = """
+select coalesce(sum(r.estimated_usd), 0), count(*)
+from {requests} as r
+join {batches} as b on b.submission_id = r.submission_id
+where r.enrichment = %(enrichment)s and b.intent_at >= %(since)s and b.status <> %(abandoned)s
+"""
+
+# usage of landed succeeded results per enrichment and model, today (UTC) and in total
+USAGE: Final = """
+with lines as (
+    select r.enrichment, r.model, x.landed_at >= %(day_start)s as is_today,
+        x.line -> 'result' -> 'message' -> 'usage' as u
+    from {results_raw} as x
+    join {batches} as b on b.batch_id = x.batch_id
+    join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
+    where x.result_type = 'succeeded'
+)
+select enrichment, model, is_today, count(*),
+    coalesce(sum((u ->> 'input_tokens')::bigint), 0),
+    coalesce(sum((u ->> 'output_tokens')::bigint), 0),
+    coalesce(sum(coalesce(
+        (u -> 'cache_creation' ->> 'ephemeral_5m_input_tokens')::bigint,
+        (u ->> 'cache_creation_input_tokens')::bigint
+            - coalesce((u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint, 0),
+        0)), 0),
+    coalesce(sum((u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint), 0),
+    coalesce(sum((u ->> 'cache_read_input_tokens')::bigint), 0)
+from lines
+group by enrichment, model, is_today
+order by enrichment, model, is_today
+"""
+
+# estimated cost of what is in flight, per enrichment
+IN_FLIGHT_ESTIMATE: Final = """
+select r.enrichment, coalesce(sum(r.estimated_usd), 0), count(*),
+    count(*) filter (where r.estimated_usd is null)
+from {requests} as r
+join {batches} as b on b.submission_id = r.submission_id
+where b.status = any(%(in_flight)s)
+group by r.enrichment
+"""
+
+# dedupe: requests saved (keys served by another row's request), per enrichment
+SHARED_COUNTS: Final = """
+select q.enrichment, count(*)
+from {shared_keys} as s
+join {requests} as q on q.submission_id = s.submission_id and q.custom_id = s.custom_id
+group by q.enrichment
+"""
+
+# calibration: per prompt_version, landed input tokens per params byte, and output tokens
+CALIBRATION: Final = """
+select r.prompt_version, count(*),
+    sum(r.params_bytes),
+    sum(coalesce((x.line -> 'result' -> 'message' -> 'usage' ->> 'input_tokens')::bigint, 0)
+        + coalesce((x.line -> 'result' -> 'message' -> 'usage'
+            ->> 'cache_creation_input_tokens')::bigint, 0)
+        + coalesce((x.line -> 'result' -> 'message' -> 'usage'
+            ->> 'cache_read_input_tokens')::bigint, 0)),
+    sum(coalesce((x.line -> 'result' -> 'message' -> 'usage' ->> 'output_tokens')::bigint, 0))
+from {results_raw} as x
+join {batches} as b on b.batch_id = x.batch_id
+join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
+where x.result_type = 'succeeded' and r.enrichment = %(enrichment)s
+group by r.prompt_version
 """
 
 REQUEST_COLUMNS: Final = (
@@ -96,6 +208,7 @@ REQUEST_COLUMNS: Final = (
     "prompt_version",
     "max_tokens",
     "params_bytes",
+    "estimated_usd",
 )
 
 # guarded: moves the batch only if it is still in status `old` (the caller checks rowcount)

@@ -1,5 +1,6 @@
-"""The read-only ledger queries, identical on every warehouse: each implementation
-supplies `_read` (run one shared query text, return its rows) and inherits these."""
+"""The ledger queries identical on every warehouse: each implementation supplies
+`_read` (run one shared query text, return its rows) and `_write` (run statements in
+one transaction) and inherits these."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from connector.ledger import queries as q
-from connector.ledger.base import BatchRecord, StatusRow
+from connector.ledger.base import BatchRecord, Calibration, StatusRow, UsageRow
 from connector.ledger.params import batch_record, history_params, history_row, status_params
-from connector.policy import BatchStatus, RowHistory
+from connector.policy import IN_FLIGHT, BatchStatus, RowHistory
 from connector.project import Relation
 
 
@@ -20,6 +21,10 @@ class LedgerReads(ABC):
 
     @abstractmethod
     def _read(self, text: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+    @abstractmethod
+    def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Run each (query text, params) in order, in one transaction."""
 
     def version(self) -> int | None:
         if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
@@ -55,3 +60,43 @@ class LedgerReads(ABC):
     def status(self) -> list[StatusRow]:
         rows = self._read(q.STATUS, status_params())
         return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
+
+    # ----------------------------------------------------------- cost controls
+    def calibration(self, enrichment: str) -> list[Calibration]:
+        rows = self._read(q.CALIBRATION, {"enrichment": enrichment})
+        return [Calibration(str(r[0]), *(int(v or 0) for v in r[1:])) for r in rows]
+
+    def estimated_since(self, enrichment: str, since: datetime) -> float:
+        rows = self._read(
+            q.ESTIMATED_SINCE,
+            {
+                "enrichment": enrichment,
+                "since": since,
+                "abandoned": BatchStatus.ABANDONED.value,
+            },
+        )
+        return float(rows[0][0] or 0.0)
+
+    def usage(self, day_start: datetime) -> list[UsageRow]:
+        rows = self._read(q.USAGE, {"day_start": day_start})
+        return [
+            UsageRow(str(r[0]), str(r[1]), bool(r[2]), *(int(v or 0) for v in r[3:])) for r in rows
+        ]
+
+    def in_flight_estimates(self) -> dict[str, float]:
+        rows = self._read(q.IN_FLIGHT_ESTIMATE, {"in_flight": [s.value for s in IN_FLIGHT]})
+        return {str(r[0]): float(r[1] or 0.0) for r in rows}
+
+    def shared_counts(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self._read(q.SHARED_COUNTS, {})}
+
+    def deferrals(self, enrichment: str) -> dict[str, datetime]:
+        rows = self._read(q.DEFERRALS, {"enrichment": enrichment})
+        return {str(r[0]): r[1] for r in rows}
+
+    def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None:
+        if custom_ids:
+            self._write([(q.UPSERT_DEFERRALS, {"enrichment": enrichment, "ids": list(custom_ids)})])
+
+    def prune_deferrals(self, enrichment: str, since: datetime) -> None:
+        self._write([(q.PRUNE_DEFERRALS, {"enrichment": enrichment, "since": since})])
