@@ -1,7 +1,7 @@
 """Flagged row → Message Batches request. Pure: no I/O, no driver, no SDK.
 
 - ``build_params``: the Messages params of one row (model, max_tokens, one user message,
-  system prompt, structured output or forced tool).
+  system prompt, structured output or forced tool), with prompt-cache breakpoints.
 - ``encode_request_line``: one ``{"custom_id", "params"}`` element of the batch body's
   ``requests`` array, as compact JSON bytes (no newline, no comma: the writer joins).
 - ``check_row`` / ``check_size``: why a row cannot be sent (a rejection reason), or None.
@@ -23,9 +23,31 @@ from connector.declaration import Declaration
 
 #: ``{"requests":[`` + ``]}``: what a batch body adds around its request elements.
 BODY_ENVELOPE_BYTES = len(b'{"requests":[]}')
-#: The system prompt's cache breakpoint; 1 h because a batch may take longer than 5 min.
-SYSTEM_CACHE_CONTROL: dict[str, str] = {"type": "ephemeral", "ttl": "1h"}
 NUL = "\x00"
+
+
+def cache_control(decl: Declaration) -> dict[str, str] | None:
+    """The breakpoint marker of this declaration, or None when caching is off.
+
+    Every marker of a request carries the same ``ttl`` (``cache_ttl``, default 1 h
+    because a batch may take longer than five minutes), so the API's rule that
+    longer TTLs come before shorter ones always holds.
+    """
+    if not decl.cache:
+        return None
+    return {"type": "ephemeral", "ttl": decl.cache_ttl}
+
+
+def _user_content(decl: Declaration, prompt: str) -> str | list[dict[str, object]]:
+    """The user message: the prompt text, or the shared ``cached_prefix`` block (a cache
+    breakpoint when caching is on) followed by the prompt text block."""
+    if decl.cached_prefix is None:
+        return prompt
+    prefix: dict[str, object] = {"type": "text", "text": decl.cached_prefix}
+    marker = cache_control(decl)
+    if marker is not None:
+        prefix["cache_control"] = marker
+    return [prefix, {"type": "text", "text": prompt}]
 
 
 def build_params(
@@ -33,7 +55,10 @@ def build_params(
 ) -> dict[str, object]:
     """The Messages API params for one prompt; ``max_tokens`` overrides the declaration's.
 
-    The declaration's schemas are shared, not copied: do not mutate the result.
+    With ``cache`` on, the system prompt and the ``cached_prefix`` each end a cache
+    breakpoint (``cache_control`` with the declaration's ``cache_ttl``); with it off no
+    request carries a marker. The declaration's schemas are shared, not copied: do not
+    mutate the result.
     """
     tokens = decl.max_tokens if max_tokens is None else max_tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
@@ -41,13 +66,12 @@ def build_params(
     params: dict[str, object] = {
         "model": decl.model,
         "max_tokens": tokens,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [{"role": "user", "content": _user_content(decl, prompt)}],
     }
     if decl.system is not None:
-        if decl.cache:
-            params["system"] = [
-                {"type": "text", "text": decl.system, "cache_control": dict(SYSTEM_CACHE_CONTROL)}
-            ]
+        marker = cache_control(decl)
+        if marker is not None:
+            params["system"] = [{"type": "text", "text": decl.system, "cache_control": marker}]
         else:
             params["system"] = decl.system
     if decl.output_schema is not None:

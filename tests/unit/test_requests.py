@@ -50,6 +50,12 @@ WITH_TOOL = decl(
     tool={"name": "label_ticket", "description": "Record the label", "input_schema": SCHEMA},
 )
 UNCACHED = decl(system="Be brief.", cache=False)
+PREFIX = "Label guide: bug = something broken; question = a request for help.\n\n"
+CACHED_PREFIX = decl(
+    system="You label support tickets.", output_schema=SCHEMA, cached_prefix=PREFIX
+)
+FIVE_MINUTE_PREFIX = decl(system="Be brief.", cache_ttl="5m", cached_prefix=PREFIX)
+UNCACHED_PREFIX = decl(system="Be brief.", cache=False, cached_prefix=PREFIX)
 COMPOSITE = decl(primary_key=["tenant", "ticket_id"], max_batch_bytes=2000)
 
 
@@ -93,6 +99,64 @@ def test_system_is_plain_text_when_cache_is_off() -> None:
     assert build_params(UNCACHED, "p")["system"] == "Be brief."
 
 
+def markers(value: object) -> list[object]:
+    """Every cache_control marker anywhere in the params, in document order."""
+    if isinstance(value, dict):
+        found = [value["cache_control"]] if "cache_control" in value else []
+        return found + [m for v in value.values() for m in markers(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in markers(v)]
+    return []
+
+
+@pytest.mark.parametrize("ttl", ["5m", "1h"])
+def test_system_breakpoint_carries_the_declared_ttl(ttl: str) -> None:
+    params = build_params(decl(system="Be brief.", cache_ttl=ttl), "p")
+    assert params["system"] == [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": ttl}}
+    ]
+    assert params["messages"] == [{"role": "user", "content": "p"}]
+
+
+def test_cached_prefix_is_its_own_cached_block_before_the_prompt() -> None:
+    params = build_params(CACHED_PREFIX, "Subject: crash")
+    marker = {"type": "ephemeral", "ttl": "1h"}
+    assert params["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": PREFIX, "cache_control": marker},
+                {"type": "text", "text": "Subject: crash"},
+            ],
+        }
+    ]
+    # the system prompt and the prefix: two breakpoints (the API allows four), one ttl
+    assert markers(params) == [marker, marker]
+
+
+def test_cached_prefix_follows_cache_ttl_on_every_marker() -> None:
+    params = build_params(FIVE_MINUTE_PREFIX, "p")
+    assert markers(params) == [{"type": "ephemeral", "ttl": "5m"}] * 2
+
+
+def test_cached_prefix_without_a_system_prompt_is_the_only_breakpoint() -> None:
+    params = build_params(decl(cached_prefix=PREFIX), "p")
+    assert "system" not in params
+    assert markers(params) == [{"type": "ephemeral", "ttl": "1h"}]
+
+
+@pytest.mark.parametrize("declaration", [UNCACHED, UNCACHED_PREFIX], ids=["system", "prefix"])
+def test_no_marker_at_all_when_cache_is_off(declaration: Declaration) -> None:
+    params = build_params(declaration, "p")
+    assert markers(params) == []
+    assert b"cache_control" not in encode_request_line("1", params)
+
+
+def test_uncached_prefix_still_precedes_the_prompt() -> None:
+    content = build_params(UNCACHED_PREFIX, "p")["messages"][0]["content"]  # type: ignore[index]
+    assert content == [{"type": "text", "text": PREFIX}, {"type": "text", "text": "p"}]
+
+
 @pytest.mark.parametrize(("override", "expected"), [(None, 256), (512, 512), (1, 1)])
 def test_max_tokens_override(override: int | None, expected: int) -> None:
     assert build_params(PLAIN, "p", override)["max_tokens"] == expected
@@ -109,8 +173,16 @@ def test_bad_max_tokens_override_is_refused(bad: Any) -> None:
 
 @pytest.mark.parametrize(
     "declaration",
-    [PLAIN, WITH_SCHEMA, WITH_TOOL, UNCACHED],
-    ids=["plain", "output_schema", "tool", "uncached_system"],
+    [PLAIN, WITH_SCHEMA, WITH_TOOL, UNCACHED, CACHED_PREFIX, FIVE_MINUTE_PREFIX, UNCACHED_PREFIX],
+    ids=[
+        "plain",
+        "output_schema",
+        "tool",
+        "uncached_system",
+        "cached_prefix",
+        "cached_prefix_5m",
+        "uncached_prefix",
+    ],
 )
 def test_params_are_valid_create_message_params(declaration: Declaration) -> None:
     params = build_params(declaration, "Classify: the app crashes on start", 1024)
@@ -126,6 +198,11 @@ def test_params_are_valid_create_message_params(declaration: Declaration) -> Non
         (WITH_TOOL, lambda p: p["system"][0].update(text=""), "system"),
         (WITH_TOOL, lambda p: p.update(tool_choice={"type": "tool"}), "tool_choice"),
         (WITH_TOOL, lambda p: p["tools"][0].update(name="a b"), "tools"),
+        (
+            CACHED_PREFIX,
+            lambda p: p["messages"][0]["content"][0]["cache_control"].update(ttl="1d"),
+            "messages",
+        ),
         (WITH_SCHEMA, lambda p: p["output_config"]["format"].update(type="json"), "output_config"),
         (PLAIN, lambda p: p.pop("max_tokens"), "(root)"),
         (PLAIN, lambda p: p.update(extra=1), "(root)"),
@@ -247,6 +324,13 @@ def test_prepare_request_orders_composite_keys_as_declared() -> None:
     prepared = prepare_request(COMPOSITE, {"ticket_id": 7, "tenant": "acme", "other": 1}, "p")
     assert isinstance(prepared, PreparedRequest)
     assert prepared.custom_id == custom_id_for(["acme", 7])
+
+
+def test_prepare_request_sends_the_cached_prefix_in_the_line() -> None:
+    prepared = prepare_request(CACHED_PREFIX, {"ticket_id": 1}, "p")
+    assert isinstance(prepared, PreparedRequest)
+    content = json.loads(prepared.line)["params"]["messages"][0]["content"]
+    assert [block["text"] for block in content] == [PREFIX, "p"]
 
 
 def test_prepare_request_honours_the_max_tokens_override() -> None:
