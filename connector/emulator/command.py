@@ -70,6 +70,11 @@ def _faults_epilog() -> str:
     "--seed", default=0, show_default=True, type=int,
     help="Seed for model outputs, result order and faults (a spec's seed= wins for faults).",
 )  # fmt: skip
+@click.option(
+    "--min-cache-tokens", type=click.IntRange(min=0), default=None, metavar="N",
+    help="Cache marked prefixes of at least N tokens on every model, instead of each "
+    "model's minimum cacheable prompt length (0: cache any marked prefix).",
+)  # fmt: skip
 @click.option("--quiet", is_flag=True, help="Do not log each HTTP request to stderr.")
 def emulator_command(
     host: str,
@@ -82,6 +87,7 @@ def emulator_command(
     max_requests: int,
     api_key: str | None,
     seed: int,
+    min_cache_tokens: int | None,
     quiet: bool,
 ) -> None:
     """Serve a local emulator of Anthropic's Message Batches API.
@@ -104,6 +110,7 @@ def emulator_command(
         api_key=api_key,
         seed=seed,
         log_requests=not quiet,
+        min_cache_tokens=min_cache_tokens,
     )
     try:
         handle = EmulatorHandle(config)

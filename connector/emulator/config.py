@@ -41,6 +41,10 @@ class EmulatorConfig:
     `ended_after_polls` times (default 1: the first retrieve shows `in_progress`, the
     second `ended`), unless `processing_seconds` is set, in which case it ends that many
     (emulated) seconds after `created_at` and retrieves do not matter.
+
+    `min_cache_tokens` replaces every model's minimum cacheable prompt length (None: the
+    per-model minimums of `tokens.MIN_CACHEABLE_TOKENS`; 0: any marked prefix is cached),
+    so tests can cache short prompts.
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +59,7 @@ class EmulatorConfig:
     seed: int = 0
     models: frozenset[str] = DEFAULT_MODELS
     log_requests: bool = False
+    min_cache_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.ended_after_polls < 0:
@@ -65,3 +70,5 @@ class EmulatorConfig:
             raise ValueError("max_body_bytes and max_requests must be >= 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be within 0..65535")
+        if self.min_cache_tokens is not None and self.min_cache_tokens < 0:
+            raise ValueError("min_cache_tokens must be >= 0")

@@ -36,7 +36,7 @@ class Emulator:
         self.config = config
         self.timing = Timing(config.ended_after_polls, config.processing_seconds)
         self.faults = FaultInjector(config.faults, config.seed)
-        self.cache = PromptCache()
+        self.cache = PromptCache(config.min_cache_tokens)
         self._state_file = StateFile(config.state_file) if config.state_file else None
         self.store = BatchStore(self._state_file)
         self.clock = Clock()

@@ -6,11 +6,16 @@ message content block ends a cacheable prefix there; a top-level `cache_control`
 the whole request. The last marker defines the prefix the emulator caches. The first
 request with a given prefix writes it (`cache_creation_input_tokens`, split into 1h and
 5m parts by the markers' `ttl`), later ones within the TTL read it.
+
+As with the real API, a prefix shorter than the model's minimum cacheable prompt length
+(`MIN_CACHEABLE_TOKENS`) is not cached at all: it is billed as plain input, with no
+write, no read and no error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +25,31 @@ import orjson
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 _MAX_CACHE_ENTRIES = 200_000
+
+#: Minimum cacheable prompt length, in tokens, per model: Anthropic's prompt caching
+#: docs, "Cache limitations" (Claude API, Claude Platform on AWS, Google Cloud and
+#: Microsoft Foundry; Bedrock documents its own), as published mid-2026. Dated snapshots
+#: share their alias's minimum; a model not listed here has none.
+MIN_CACHEABLE_TOKENS: Mapping[str, int] = {
+    "claude-fable-5": 512,
+    "claude-mythos-5": 512,
+    "claude-mythos-preview": 2048,
+    "claude-opus-4-7": 2048,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-8": 1024,
+    "claude-sonnet-5": 1024,
+    "claude-sonnet-4-6": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-opus-4-1": 1024,
+    "claude-haiku-4-5": 4096,
+}
+_SNAPSHOT_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The model's minimum cacheable prompt length (0 when the model is not listed)."""
+    return MIN_CACHEABLE_TOKENS.get(_SNAPSHOT_SUFFIX.sub("", model), 0)
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -31,6 +61,7 @@ class InputEstimate:
     """Input tokens of one request: the uncached total and its cacheable prefix."""
 
     total: int
+    model: str = ""
     cache_key: bytes | None = None
     prefix_1h: int = 0
     prefix_5m: int = 0
@@ -120,12 +151,14 @@ def estimate_input(params: Mapping[str, Any]) -> InputEstimate:
         if _ttl(top) == "1h":
             last_1h = chars
     total = max(1, tokens_for_chars(chars))
+    model = str(params.get("model"))
     if not marked or last_any == 0:
-        return InputEstimate(total=total)
+        return InputEstimate(total=total, model=model)
     prefix_1h = tokens_for_chars(last_1h)
     prefix_5m = tokens_for_chars(last_any) - prefix_1h
     return InputEstimate(
         total=total,
+        model=model,
         cache_key=_prefix_key(params, last_any),
         prefix_1h=prefix_1h,
         prefix_5m=prefix_5m,
@@ -145,15 +178,27 @@ def _prefix_key(params: Mapping[str, Any], prefix_chars: int) -> bytes:
 
 
 class PromptCache:
-    """Cacheable prefixes seen so far, each valid until its TTL runs out (emulator clock)."""
+    """Cacheable prefixes seen so far, each valid until its TTL runs out (emulator clock).
 
-    def __init__(self) -> None:
+    ``min_tokens`` replaces every model's minimum cacheable prompt length (0: cache any
+    marked prefix); None keeps the per-model minimums of ``MIN_CACHEABLE_TOKENS``.
+    """
+
+    def __init__(self, min_tokens: int | None = None) -> None:
+        if min_tokens is not None and min_tokens < 0:
+            raise ValueError("min_tokens must be >= 0")
+        self.min_tokens = min_tokens
         self._lock = threading.Lock()
         self._expiry: dict[bytes, float] = {}
 
+    def minimum(self, model: str) -> int:
+        """The shortest prefix, in tokens, that this cache stores for ``model``."""
+        return min_cacheable_tokens(model) if self.min_tokens is None else self.min_tokens
+
     def usage(self, estimate: InputEstimate, now: float) -> CacheUsage:
-        """Bill one request: write the prefix on a miss, read it on a hit."""
-        if estimate.cache_key is None:
+        """Bill one request: write the prefix on a miss, read it on a hit; a prefix under
+        the model's minimum is plain input and leaves the cache untouched."""
+        if estimate.cache_key is None or estimate.prefix < self.minimum(estimate.model):
             return CacheUsage(input_tokens=estimate.total)
         uncached = estimate.total - estimate.prefix
         with self._lock:

@@ -105,7 +105,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[anthropic.Anthropic]:
-    with run_emulator(EmulatorConfig(seed=11)) as emu:
+    # the caching test's ~1,000-token prefix is under claude-opus-4-6's real minimum
+    # (4,096); the per-model minimums are tested in tests/unit/test_emulator_tokens.py
+    with run_emulator(EmulatorConfig(seed=11, min_cache_tokens=256)) as emu:
         yield anthropic.Anthropic(base_url=emu.base_url, api_key="k", max_retries=0)
 
 

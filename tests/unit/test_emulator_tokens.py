@@ -6,9 +6,14 @@ from typing import Any
 
 import pytest
 
-from connector.emulator.config import DEFAULT_MODELS
+from connector.emulator.config import DEFAULT_MODELS, EmulatorConfig
 from connector.emulator.errors import ApiError
-from connector.emulator.tokens import PromptCache, estimate_input
+from connector.emulator.tokens import (
+    MIN_CACHEABLE_TOKENS,
+    PromptCache,
+    estimate_input,
+    min_cacheable_tokens,
+)
 from connector.emulator.validation import (
     count_tokens_problem,
     params_problem,
@@ -32,11 +37,13 @@ def test_input_tokens_are_about_four_characters_each() -> None:
     assert estimate_input(with_tools).total > 1100
 
 
-def cached_params(ttl: str | None = None, user: str = USER) -> dict[str, Any]:
+def cached_params(
+    ttl: str | None = None, user: str = USER, model: str = "m", system: str = SYSTEM
+) -> dict[str, Any]:
     marker = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
     return {
-        "model": "m",
-        "system": [{"type": "text", "text": SYSTEM, "cache_control": marker}],
+        "model": model,
+        "system": [{"type": "text", "text": system, "cache_control": marker}],
         "messages": [{"role": "user", "content": user}],
     }
 
@@ -90,6 +97,75 @@ def test_different_prefixes_do_not_share_a_cache_entry() -> None:
     other = cached_params()
     other["system"][0]["text"] = "t" * 4000
     assert cache.usage(estimate_input(other), now=1.0).creation == 1000
+
+
+# -- minimum cacheable prompt length ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"),
+    [
+        ("claude-haiku-4-5", 4096),
+        ("claude-haiku-4-5-20251001", 4096),
+        ("claude-opus-4-5-20251101", 4096),
+        ("claude-opus-4-6", 4096),
+        ("claude-opus-4-7", 2048),
+        ("claude-mythos-preview", 2048),
+        ("claude-opus-4-8", 1024),
+        ("claude-sonnet-4-5-20250929", 1024),
+        ("claude-sonnet-4-6", 1024),
+        ("claude-opus-4-1", 1024),
+        ("claude-fable-5", 512),
+        ("claude-mythos-5", 512),
+        ("m", 0),
+    ],
+)
+def test_minimum_cacheable_length_per_model(model: str, minimum: int) -> None:
+    assert min_cacheable_tokens(model) == minimum
+    assert PromptCache().minimum(model) == minimum
+
+
+def test_every_known_model_alias_has_a_minimum() -> None:
+    undated = {m for m in DEFAULT_MODELS if not m[-8:].isdigit()}
+    assert undated - set(MIN_CACHEABLE_TOKENS) == set()
+
+
+def test_a_prefix_under_the_minimum_is_plain_input_and_never_cached() -> None:
+    cache = PromptCache()
+    short = cached_params(model="claude-haiku-4-5")  # a 1,000-token prefix; Haiku needs 4,096
+    for now in (0.0, 1.0):
+        usage = cache.usage(estimate_input(short), now=now)
+        assert (usage.creation, usage.read) == (0, 0)
+        assert usage.input_tokens == estimate_input(short).total == 1100
+    # the same prefix on a model whose minimum it meets is written, then read
+    sonnet = cached_params(model="claude-sonnet-4-5", system="s" * 4096)
+    assert cache.usage(estimate_input(sonnet), now=2.0).creation_5m == 1024
+    assert cache.usage(estimate_input(sonnet), now=3.0).read == 1024
+
+
+@pytest.mark.parametrize(("chars", "cached"), [(4096 * 4, True), (4096 * 4 - 4, False)])
+def test_the_minimum_is_inclusive(chars: int, cached: bool) -> None:
+    params = cached_params("1h", model="claude-haiku-4-5", system="s" * chars)
+    usage = PromptCache().usage(estimate_input(params), now=0.0)
+    assert (usage.creation_1h > 0) is cached
+    assert usage.creation_1h + usage.input_tokens == estimate_input(params).total
+
+
+def test_the_override_replaces_every_models_minimum() -> None:
+    lowered = PromptCache(min_tokens=0)
+    short = cached_params(model="claude-haiku-4-5")
+    assert lowered.usage(estimate_input(short), now=0.0).creation_5m == 1000
+    assert lowered.usage(estimate_input(short), now=1.0).read == 1000
+    raised = PromptCache(min_tokens=2000)
+    assert raised.minimum("claude-fable-5") == 2000
+    assert raised.usage(estimate_input(cached_params()), now=0.0).creation == 0
+
+
+def test_a_negative_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_tokens"):
+        PromptCache(min_tokens=-1)
+    with pytest.raises(ValueError, match="min_cache_tokens"):
+        EmulatorConfig(min_cache_tokens=-1)
 
 
 def envelope(*custom_ids: Any) -> dict[str, Any]:
