@@ -10,11 +10,18 @@
     columns (string -> text, integer -> bigint, number -> double precision, boolean ->
     boolean, anything else -> JSON), or `output_text` when the enrichment declares no
     schema; then the lineage: batch_id, custom_id, model, prompt_version, request_hash,
-    attempt, landed_at, is_output_current.
+    attempt, landed_at, is_output_current, is_shared_result.
+
+    Outputs reach keys through stg_enrich_ledger__request_keys: a request's result serves
+    its own key and, with `dedupe: true`, the keys that shared it (is_shared_result true;
+    custom_id and batch_id stay those of the request that was sent).
 -#}
 
 {% macro lineage_columns() -%}
-    {{- return(['batch_id', 'custom_id', 'model', 'prompt_version', 'request_hash', 'attempt', 'landed_at', 'is_output_current']) -}}
+    {{- return([
+        'batch_id', 'custom_id', 'model', 'prompt_version', 'request_hash', 'attempt', 'landed_at',
+        'is_output_current', 'is_shared_result',
+    ]) -}}
 {%- endmacro %}
 
 
@@ -51,15 +58,21 @@
 {% macro enriched(enrichment) -%}
     {%- set input_relation = ref(enrichment) -%}
     {%- set validated_relation = ref('batch_enrich', 'int_enrich__results_validated') -%}
+    {%- set request_keys_relation = ref('batch_enrich', 'stg_enrich_ledger__request_keys') -%}
     {%- if execute -%}
-        {{ batch_enrich.enriched_sql(batch_enrich.get_declaration(enrichment), input_relation, validated_relation) }}
+        {{ batch_enrich.enriched_sql(
+            batch_enrich.get_declaration(enrichment),
+            input_relation,
+            validated_relation,
+            request_keys_relation,
+        ) }}
     {%- else -%}
         select 1 as parse_placeholder
     {%- endif -%}
 {%- endmacro %}
 
 
-{% macro enriched_sql(decl, input_relation, validated_relation) -%}
+{% macro enriched_sql(decl, input_relation, validated_relation, request_keys_relation) -%}
     {%- set pk = decl['primary_key'] -%}
     {%- set prompt = batch_enrich.column_ref(decl['prompt_column'], 'input_rows') -%}
     {%- set outputs = batch_enrich.output_columns(decl, 'latest_outputs.output_json', 'latest_outputs.content_text') -%}
@@ -95,6 +108,13 @@ validated as (
 
 ),
 
+request_keys as (
+
+    select * from {{ request_keys_relation }}
+    where enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+
+),
+
 current_requests as (
 
     select
@@ -111,7 +131,7 @@ outputs as (
 
     select
         {%- for column in pk %}
-        {{ batch_enrich.json_get_text('validated.primary_key', [column]) }} as key_text_{{ loop.index0 }},
+        {{ batch_enrich.json_get_text('request_keys.primary_key', [column]) }} as key_text_{{ loop.index0 }},
         {%- endfor %}
         validated.batch_id,
         validated.custom_id,
@@ -121,9 +141,14 @@ outputs as (
         validated.attempt,
         validated.landed_at,
         validated.output_json,
-        validated.content_text
+        validated.content_text,
+        request_keys.is_shared_result
 
     from validated
+    inner join request_keys
+        on
+            validated.submission_id = request_keys.submission_id
+            and validated.custom_id = request_keys.custom_id
 
 ),
 
@@ -173,7 +198,8 @@ final as (
         latest_outputs.request_hash,
         latest_outputs.attempt,
         latest_outputs.landed_at,
-        latest_outputs.is_output_current
+        latest_outputs.is_output_current,
+        latest_outputs.is_shared_result
 
     from input_rows
     left join latest_outputs

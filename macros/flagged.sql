@@ -20,6 +20,14 @@
     Never flagged: keys with a request in flight (including requests submitted or landed
     since the last dbt build), keys with a valid result for the current request hash,
     keys whose latest request for the current hash ended in invalid_request_error.
+
+    A key's requests are those of stg_enrich_ledger__request_keys: its own, and with
+    `dedupe: true` the requests of other rows whose result it shares. A shared request
+    counts for every key it serves (in flight, succeeded, retry ...). Attempts for the
+    current hash are the highest attempt number of the key's own requests, or, when
+    higher, the number of requests that served it outside abandoned batches (the
+    connector's count, which a row that shares results may reach without a request of
+    its own).
 -#}
 
 {#- A column reference: plain when it is a simple lowercase name, quoted otherwise. -#}
@@ -41,14 +49,14 @@
 
 {% macro flagged(enrichment) -%}
     {%- set input_relation = ref(enrichment) -%}
-    {%- set requests_relation = ref('batch_enrich', 'stg_enrich_ledger__requests') -%}
+    {%- set request_keys_relation = ref('batch_enrich', 'stg_enrich_ledger__request_keys') -%}
     {%- set batches_relation = ref('batch_enrich', 'stg_enrich_ledger__batches') -%}
     {%- set outcomes_relation = ref('batch_enrich', 'int_enrich__request_outcomes') -%}
     {%- if execute -%}
         {{ batch_enrich.flagged_sql(
             batch_enrich.get_declaration(enrichment),
             input_relation,
-            requests_relation,
+            request_keys_relation,
             batches_relation,
             outcomes_relation,
         ) }}
@@ -58,7 +66,7 @@
 {%- endmacro %}
 
 
-{% macro flagged_sql(decl, input_relation, requests_relation, batches_relation, outcomes_relation) -%}
+{% macro flagged_sql(decl, input_relation, request_keys_relation, batches_relation, outcomes_relation) -%}
     {%- set pk = decl['primary_key'] -%}
     {%- set prompt = batch_enrich.column_ref(decl['prompt_column'], 'input_rows') -%}
     {%- set name = batch_enrich.sql_text_literal(decl['name']) -%}
@@ -77,9 +85,9 @@ input_rows as (
 
 ),
 
-requests as (
+request_keys as (
 
-    select * from {{ requests_relation }}
+    select * from {{ request_keys_relation }}
     where enrichment = {{ name }}
 
 ),
@@ -118,26 +126,28 @@ ledger_requests as (
 
     select
         {%- for column in pk %}
-        {{ batch_enrich.json_get_text('requests.primary_key', [column]) }} as key_text_{{ loop.index0 }},
+        {{ batch_enrich.json_get_text('request_keys.primary_key', [column]) }} as key_text_{{ loop.index0 }},
         {%- endfor %}
-        requests.submission_id,
-        requests.request_hash,
-        requests.input_hash,
-        requests.attempt,
-        requests.model,
-        requests.prompt_version,
-        requests.max_tokens,
+        request_keys.submission_id,
+        request_keys.request_hash,
+        request_keys.input_hash,
+        request_keys.attempt,
+        request_keys.model,
+        request_keys.prompt_version,
+        request_keys.max_tokens,
+        request_keys.is_shared_result,
         batches.intent_at,
+        coalesce(batches.batch_status <> 'abandoned', false) as is_attempted,
         {# a request the last build has not classified yet is still in flight for us #}
         coalesce(outcomes.outcome, 'in_flight') as outcome
 
-    from requests
+    from request_keys
     left join batches
-        on requests.submission_id = batches.submission_id
+        on request_keys.submission_id = batches.submission_id
     left join outcomes
         on
-            requests.submission_id = outcomes.submission_id
-            and requests.custom_id = outcomes.custom_id
+            request_keys.submission_id = outcomes.submission_id
+            and request_keys.custom_id = outcomes.custom_id
 
 ),
 
@@ -154,7 +164,8 @@ key_history as (
             partition by
                 {{ ledger_key_partition | join(', ') }},
                 ledger_requests.request_hash = current_requests.request_hash
-            order by ledger_requests.attempt desc, ledger_requests.intent_at desc nulls last
+            {#- by time, like recency_rank: a shared request's attempt is the sender's count #}
+            order by ledger_requests.intent_at desc nulls last, ledger_requests.attempt desc
         ) as hash_recency_rank
 
     from ledger_requests
@@ -176,7 +187,10 @@ key_states as (
         max(case when outcome = 'in_flight' then 1 else 0 end) = 1 as has_in_flight,
         max(case when is_current_hash and outcome = 'succeeded_valid' then 1 else 0 end) = 1
             as has_valid_current,
-        coalesce(max(case when is_current_hash then attempt end), 0) as current_hash_attempts,
+        greatest(
+            coalesce(max(case when is_current_hash and not is_shared_result then attempt end), 0),
+            sum(case when is_current_hash and is_attempted then 1 else 0 end)
+        ) as current_hash_attempts,
         max(case when recency_rank = 1 then model end) as latest_model,
         max(case when recency_rank = 1 then prompt_version end) as latest_prompt_version,
         max(case when recency_rank = 1 then input_hash end) as latest_input_hash,

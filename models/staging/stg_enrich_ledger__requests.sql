@@ -20,7 +20,8 @@ final as (
         model,
         prompt_version,
         max_tokens,
-        params_bytes
+        params_bytes,
+        estimated_usd
 
     from source
 
