@@ -3,7 +3,8 @@
     cache writes and reads at their multipliers of the input price, everything at the
     batch discount. Requests without a succeeded line cost nothing (the API bills only
     processed requests). Prices are looked up by the requested model, then by the model
-    the response names.
+    the response names. shared_by counts the input keys a request served: 1, or with
+    dedupe 1 + the rows that shared its result (enrich_costs_by_row splits the cost).
 -#}
 
 with
@@ -26,6 +27,24 @@ prices as (
 
 ),
 
+request_keys as (
+
+    select * from {{ ref('stg_enrich_ledger__request_keys') }}
+
+),
+
+keys_served as (
+
+    select
+        submission_id,
+        custom_id,
+        count(*) as shared_by
+
+    from request_keys
+    group by submission_id, custom_id
+
+),
+
 usage as (
 
     select
@@ -39,6 +58,7 @@ usage as (
         outcomes.outcome,
         parsed.response_model,
         parsed.landed_at,
+        coalesce(keys_served.shared_by, 1) as shared_by,
         coalesce(parsed.input_tokens, 0) as input_tokens,
         coalesce(parsed.output_tokens, 0) as output_tokens,
         coalesce(
@@ -54,6 +74,10 @@ usage as (
         on
             outcomes.batch_id = parsed.batch_id
             and outcomes.custom_id = parsed.custom_id
+    left join keys_served
+        on
+            outcomes.submission_id = keys_served.submission_id
+            and outcomes.custom_id = keys_served.custom_id
 
 ),
 
@@ -109,6 +133,7 @@ final as (
         price_model,
         attempt,
         outcome,
+        shared_by,
         landed_at,
         input_tokens,
         output_tokens,

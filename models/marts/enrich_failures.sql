@@ -1,7 +1,9 @@
 {#-
     Every request that did not end in a valid output: errored, expired, canceled,
     invalid, truncated, missing or lost, with the reason, the key, the batch and the
-    attempt, and whether a later request for the same key has since succeeded.
+    attempt, and whether a later request for the same key has since succeeded (its own
+    request, or with dedupe another row's request whose result it shared). A key is
+    identified by its own custom_id, which is deterministic per key.
 -#}
 
 with
@@ -12,25 +14,41 @@ outcomes as (
 
 ),
 
-keyed as (
+request_keys as (
+
+    select * from {{ ref('stg_enrich_ledger__request_keys') }}
+
+),
+
+key_successes as (
 
     select
-        *,
-        {{ batch_enrich.json_to_text('primary_key') }} as primary_key_text
+        request_keys.enrichment,
+        request_keys.member_custom_id,
+        max(outcomes.intent_at) as last_success_intent_at
 
-    from outcomes
+    from request_keys
+    inner join outcomes
+        on
+            request_keys.submission_id = outcomes.submission_id
+            and request_keys.custom_id = outcomes.custom_id
+    where outcomes.outcome = 'succeeded_valid'
+    group by request_keys.enrichment, request_keys.member_custom_id
 
 ),
 
 with_resolution as (
 
     select
-        *,
-        max(case when outcome = 'succeeded_valid' then intent_at end) over (
-            partition by enrichment, primary_key_text
-        ) as last_success_intent_at
+        outcomes.*,
+        {{ batch_enrich.json_to_text('outcomes.primary_key') }} as primary_key_text,
+        key_successes.last_success_intent_at
 
-    from keyed
+    from outcomes
+    left join key_successes
+        on
+            outcomes.enrichment = key_successes.enrichment
+            and outcomes.custom_id = key_successes.member_custom_id
 
 ),
 

@@ -1,10 +1,21 @@
-{#- Every valid output ever landed, per enrichment and key; is_current marks the latest. -#}
+{#-
+    Every valid output ever landed, per enrichment and request; is_current marks the
+    latest valid output of the request's own key, among every output that served that
+    key (with dedupe, a result shared from another row's request counts too). A key is
+    identified by its own custom_id, which is deterministic per key.
+-#}
 
 with
 
 validated as (
 
     select * from {{ ref('int_enrich__results_validated') }}
+
+),
+
+request_keys as (
+
+    select * from {{ ref('stg_enrich_ledger__request_keys') }}
 
 ),
 
@@ -19,39 +30,62 @@ valid_outputs as (
 
 ),
 
-ranked as (
+key_outputs as (
 
     select
-        *,
+        valid_outputs.batch_id,
+        valid_outputs.custom_id,
+        request_keys.is_shared_result,
         row_number() over (
-            partition by enrichment, primary_key_text
-            order by landed_at desc, attempt desc, batch_id desc
+            partition by request_keys.enrichment, request_keys.member_custom_id
+            order by valid_outputs.landed_at desc, valid_outputs.attempt desc, valid_outputs.batch_id desc
         ) as recency_rank
 
     from valid_outputs
+    inner join request_keys
+        on
+            valid_outputs.submission_id = request_keys.submission_id
+            and valid_outputs.custom_id = request_keys.custom_id
+
+),
+
+current_outputs as (
+
+    select
+        batch_id,
+        custom_id
+
+    from key_outputs
+    where
+        recency_rank = 1
+        and not is_shared_result
 
 ),
 
 final as (
 
     select
-        batch_id,
-        custom_id,
-        enrichment,
-        primary_key,
-        primary_key_text,
-        request_hash,
-        prompt_version,
-        request_model as model,
-        response_model,
-        attempt,
-        flag_reason,
-        output_json,
-        content_text,
-        landed_at,
-        recency_rank = 1 as is_current
+        valid_outputs.batch_id,
+        valid_outputs.custom_id,
+        valid_outputs.enrichment,
+        valid_outputs.primary_key,
+        valid_outputs.primary_key_text,
+        valid_outputs.request_hash,
+        valid_outputs.prompt_version,
+        valid_outputs.request_model as model,
+        valid_outputs.response_model,
+        valid_outputs.attempt,
+        valid_outputs.flag_reason,
+        valid_outputs.output_json,
+        valid_outputs.content_text,
+        valid_outputs.landed_at,
+        current_outputs.custom_id is not null as is_current
 
-    from ranked
+    from valid_outputs
+    left join current_outputs
+        on
+            valid_outputs.batch_id = current_outputs.batch_id
+            and valid_outputs.custom_id = current_outputs.custom_id
 
 )
 
