@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import anthropic
 import httpx2
+from anthropic.types import MessageTokensCount
 from anthropic.types.messages import MessageBatch
 
 from connector.errors import (
@@ -30,6 +31,12 @@ from connector.errors import (
 log = logging.getLogger(__name__)
 
 BATCHES_PATH = "/v1/messages/batches"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+# the Messages params count_tokens accepts (the spec's CountMessageTokensParams)
+COUNT_TOKENS_PARAMS = frozenset(
+    {"cache_control", "messages", "model", "output_config", "system", "thinking"}
+    | {"tool_choice", "tools"}
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,17 @@ class BatchApi:
         except anthropic.APIConnectionError as exc:
             raise TransientApiError(f"cancel {batch_id}: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
+
+    def count_tokens(self, params: dict[str, Any]) -> int:
+        """Input tokens of one request's params (the free count_tokens endpoint)."""
+        body = {k: v for k, v in params.items() if k in COUNT_TOKENS_PARAMS}
+        try:
+            counted = self._client.post(COUNT_TOKENS_PATH, cast_to=MessageTokensCount, body=body)
+        except anthropic.APIStatusError as exc:
+            self._raise_mapped(exc)
+        except anthropic.APIConnectionError as exc:
+            raise TransientApiError(f"count_tokens: {type(exc).__name__}") from None
+        return int(counted.input_tokens)
 
     @contextmanager
     def results(self, batch_id: str, chunk_size: int = 1 << 16) -> Iterator[Iterator[bytes]]:

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 
 from connector import __version__
-from connector.errors import EXIT_ERROR, EXIT_OK, EnrichError
+from connector.errors import EXIT_BUDGET, EXIT_ERROR, EXIT_OK, EnrichError
 from connector.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,6 +101,29 @@ def main() -> None:
     """
 
 
+def estimate_options(func: F) -> F:
+    """How input tokens are counted (`estimate` and `sync --dry-run`)."""
+    options = [
+        click.option(
+            "--exact",
+            is_flag=True,
+            help="Count every request with count_tokens instead of a sample (slower).",
+        ),
+        click.option(
+            "--sample",
+            "sample_size",
+            type=click.IntRange(min=1),
+            default=64,
+            show_default=True,
+            help="Requests counted with count_tokens per enrichment; the rest are scaled "
+            "by request bytes.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @project_options
 @click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight.")
@@ -126,6 +149,21 @@ def main() -> None:
     help="Seconds before an intent whose create answer was lost, with no matching batch "
     "on the API, is abandoned and its rows released.",
 )
+@click.option(
+    "--max-usd",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Submit at most this many (estimated) dollars in this run, over all enrichments; "
+    "the oldest flagged rows go first, the rest wait (exit 4).",
+)
+@click.option(
+    "--approve-usd",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Approve up to this many dollars for this run, in place of budget_usd, "
+    "budget_usd_per_day and --max-usd.",
+)
+@estimate_options
 def sync(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -138,12 +176,18 @@ def sync(
     dry_run: bool,
     max_wait: float | None,
     reconcile_grace: float,
+    max_usd: float | None,
+    approve_usd: float | None,
+    exact: bool,
+    sample_size: int,
 ) -> None:
     """Land finished batches, then submit newly flagged rows.
 
     Finishes pending work first (reconciles intents whose create answer was lost,
     polls in-flight batches, lands ended ones exactly once), then submits what each
-    enrichment's flagged view selects. Exits without blocking unless --wait.
+    enrichment's flagged view selects, within its budgets (budget_usd,
+    budget_usd_per_day, --max-usd). Exits without blocking unless --wait. --dry-run
+    prints the estimate and what would be submitted, and changes nothing.
     """
     from connector import render
     from connector.sync import sync as run_sync
@@ -159,6 +203,10 @@ def sync(
         dry_run=dry_run,
         max_wait_seconds=max_wait,
         reconcile_grace_seconds=reconcile_grace,
+        max_usd=max_usd,
+        approve_usd=approve_usd,
+        exact=exact,
+        sample_size=sample_size,
     )
     console = Console(stderr=as_json)
     progress: Callable[[str], None] = (lambda _: None) if as_json else console.log
@@ -172,7 +220,54 @@ def sync(
         click.echo(render.to_json(report))
     else:
         render.sync_summary(report, console)
-    sys.exit(EXIT_ERROR if report.errors else EXIT_OK)
+    for stop in report.budget_stops:
+        click.echo(f"budget: {stop.message}", err=True)
+    if report.errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_BUDGET if report.budget_stops else EXIT_OK)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@project_options
+@estimate_options
+def estimate(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+    exact: bool,
+    sample_size: int,
+) -> None:
+    """Estimate what `sync` would submit now: requests, tokens and dollars.
+
+    Input tokens: count_tokens on a sample scaled by request bytes (--exact: every
+    request); without an API key, a ratio calibrated on landed usage of the same
+    prompt_version, else 4 bytes per token. Output tokens: the landed mean, else half
+    of max_tokens; worst case: max_tokens. Dollars: the price seed at batch prices.
+    """
+    from connector import render
+    from connector.commands import estimate as run_estimate
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        select=select,
+        exact=exact,
+        sample_size=sample_size,
+    )
+    try:
+        estimates = run_estimate(settings)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json({"estimates": estimates}))
+    else:
+        render.estimate_table(estimates, Console())
 
 
 @main.command(epilog=EXIT_CODES_HELP)

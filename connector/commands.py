@@ -1,16 +1,21 @@
-"""`enrich status` and `enrich cancel`: small commands over the ledger and the API."""
+"""`enrich status`, `enrich estimate` and `enrich cancel`: small commands over the
+ledger and the API."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from connector.api import BatchApi
 from connector.errors import ConfigError
-from connector.ledger.base import StatusRow
+from connector.estimate import Estimate, estimate_enrichment, load_prices, utc_day_start
+from connector.ledger.base import Ledger, StatusRow
 from connector.policy import BatchStatus
+from connector.pricing import Price
 from connector.settings import Settings
-from connector.sync import opened
+from connector.sync import opened, optional_api
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +24,61 @@ def status(settings: Settings) -> list[StatusRow]:
     with opened(settings) as (project, ledger):
         rows = ledger.status()
         declared = {e.name for e in project.enrichments}
+        spend = _spend(ledger, load_prices(project, ledger))
+        in_flight = ledger.in_flight_estimates()
+        saved = ledger.shared_counts()
     known = {r.enrichment for r in rows}
     rows += [StatusRow(name, 0, 0, 0, 0, 0, 0, 0, 0) for name in sorted(declared - known)]
     if settings.select:
         rows = [r for r in rows if r.enrichment in settings.select]
+    rows = [
+        dataclasses.replace(
+            r,
+            spend_today_usd=spend[r.enrichment][0],
+            spend_total_usd=spend[r.enrichment][1],
+            in_flight_estimated_usd=in_flight.get(r.enrichment, 0.0),
+            requests_saved=saved.get(r.enrichment, 0),
+        )
+        for r in rows
+    ]
     return sorted(rows, key=lambda r: r.enrichment)
+
+
+def _spend(ledger: Ledger, prices: dict[str, Price]) -> defaultdict[str, list[float | None]]:
+    """(today, total) USD per enrichment from landed usage, as enrich_costs prices it;
+    None where a model has no price."""
+    totals: defaultdict[str, list[float | None]] = defaultdict(lambda: [0.0, 0.0])
+    for u in ledger.usage(utc_day_start(ledger.now())):
+        price = prices.get(u.model)
+        amount = (
+            None
+            if price is None
+            else price.cost(
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cache_write_5m_tokens=u.cache_write_5m_tokens,
+                cache_write_1h_tokens=u.cache_write_1h_tokens,
+                cache_read_tokens=u.cache_read_tokens,
+            )
+        )
+        pair = totals[u.enrichment]
+        for i in (0, 1) if u.is_today else (1,):
+            current = pair[i]
+            pair[i] = None if current is None or amount is None else current + amount
+    return totals
+
+
+def estimate(settings: Settings) -> list[Estimate]:
+    """What `sync` would submit now, per selected enrichment, in tokens and dollars."""
+    with opened(settings) as (project, ledger):
+        selected = project.select(settings.select)
+        prices = load_prices(project, ledger)
+        api = optional_api(settings)
+        try:
+            return [estimate_enrichment(ledger, api, e, settings, prices) for e in selected]
+        finally:
+            if api is not None:
+                api.close()
 
 
 @dataclass

@@ -67,6 +67,7 @@ class Project:
     ledger_schema: str
     enrichments: tuple[Enrichment, ...]
     invalid: tuple[tuple[str, str], ...]  # (model, message) of declarations that failed
+    prices: Relation | None = None  # the price seed's table, as `ref` resolves it
 
     def select(self, names: tuple[str, ...]) -> tuple[Enrichment, ...]:
         if not names:
@@ -79,6 +80,9 @@ class Project:
                 f"known: {', '.join(sorted(known)) or '(none)'}"
             )
         return tuple(e for e in self.enrichments if e.name in names)
+
+
+PRICE_SEED = "batch_enrich_model_prices"
 
 
 def find_profiles_dir(project_dir: Path, profiles_dir: Path | None) -> Path:
@@ -228,6 +232,26 @@ def discover_enrichments(
     return tuple(found), tuple(invalid)
 
 
+def price_relation(manifest: Mapping[str, Any]) -> Relation | None:
+    """The table of the seed `batch_enrich_model_prices`: the root project's own seed of
+    that name if it has one (an override), else the package's."""
+    root = manifest.get("metadata", {}).get("project_name")
+    seeds = [
+        n
+        for n in manifest.get("nodes", {}).values()
+        if n.get("resource_type") == "seed" and n.get("name") == PRICE_SEED
+    ]
+    if not seeds:
+        return None
+    seeds.sort(key=lambda n: n.get("package_name") != root)
+    node = seeds[0]
+    return Relation(
+        database=node.get("database"),
+        schema=str(node["schema"]),
+        name=str(node.get("alias") or node["name"]),
+    )
+
+
 def load_project(project_dir: Path, profiles_dir: Path | None, target: str | None) -> Project:
     project_dir = project_dir.resolve()
     conf = _read_yaml(project_dir / "dbt_project.yml")
@@ -245,4 +269,5 @@ def load_project(project_dir: Path, profiles_dir: Path | None, target: str | Non
         ledger_schema=_ledger_schema(manifest),
         enrichments=enrichments,
         invalid=invalid,
+        prices=price_relation(manifest),
     )

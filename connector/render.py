@@ -9,7 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from connector.budgets import usd
 from connector.commands import CancelReport
+from connector.estimate import Estimate
 from connector.ledger.base import StatusRow
 from connector.sync import SyncReport
 
@@ -21,7 +23,7 @@ def _plain(value: Any) -> Any:
         return {
             f.name: _plain(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if not f.name.startswith("_")
+            if not f.name.startswith("_") and not f.metadata.get("internal")
         }
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -66,8 +68,19 @@ def sync_summary(report: SyncReport, console: Console) -> None:
     for r in report.landing:
         for p in r.problems:
             console.print(f"  [yellow]{p}[/yellow]")
+    for s in report.submitted:
+        if s.shared:
+            console.print(f"  {s.enrichment}: {s.shared} rows share an identical request (dedupe)")
+    if report.estimates:
+        estimate_table(report.estimates, console)
     for e in report.errors:
         console.print(f"[red]error:[/red] {e}")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return usd(value)
+    return "-" if value is None else str(value)
 
 
 def status_table(rows: list[StatusRow], console: Console) -> None:
@@ -76,8 +89,45 @@ def status_table(rows: list[StatusRow], console: Console) -> None:
     for n in names:
         table.add_column(n.replace("_", " "), justify="left" if n == "enrichment" else "right")
     for r in rows:
-        table.add_row(*(str(getattr(r, n)) for n in names))
+        table.add_row(*(_cell(getattr(r, n)) for n in names))
     console.print(table)
+
+
+def estimate_table(estimates: list[Estimate], console: Console) -> None:
+    table = Table(title="enrich estimate (batch prices)")
+    for col in (
+        "enrichment",
+        "model",
+        "requests",
+        "input tokens",
+        "output tokens",
+        "worst output",
+        "expected",
+        "worst case",
+    ):
+        table.add_column(col, justify="left" if col in ("enrichment", "model") else "right")
+    for e in estimates:
+        table.add_row(
+            e.enrichment,
+            e.model,
+            str(e.requests),
+            f"{e.input_tokens:,.0f}",
+            f"{e.output_tokens_expected:,.0f}",
+            f"{e.output_tokens_worst:,.0f}",
+            "no price" if e.usd_expected is None else usd(e.usd_expected),
+            "no price" if e.usd_worst is None else usd(e.usd_worst),
+        )
+    console.print(table)
+    for e in estimates:
+        console.print(f"  {e.enrichment}: input tokens from {e.input_method}")
+        console.print(f"  {e.enrichment}: output tokens from {e.output_method}")
+        if e.shared:
+            console.print(f"  {e.enrichment}: {e.shared} rows ride on an identical request")
+        if e.usd_expected is None:
+            console.print(
+                f"  [yellow]{e.enrichment}: no price for {e.model} in the seed "
+                "batch_enrich_model_prices[/yellow]"
+            )
 
 
 def cancel_summary(report: CancelReport, console: Console) -> None:

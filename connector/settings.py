@@ -24,3 +24,8 @@ class Settings:
     chunk_rows: int = 2000
     api_timeout: float = 600.0
     max_wait_seconds: float | None = None  # --wait gives up after this long
+    # cost controls (docs/costs.md)
+    max_usd: float | None = None  # --max-usd: this run commits at most this, in total
+    approve_usd: float | None = None  # --approve-usd: replaces every budget for this run
+    exact: bool = False  # count every request's tokens instead of a sample
+    sample_size: int = 64  # requests counted per enrichment before scaling by bytes

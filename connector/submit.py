@@ -8,12 +8,13 @@ create (no SDK retries) → batch id committed. A crash between any two steps le
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -50,6 +51,9 @@ class SubmitReport:
     skipped: Counter[str] = field(default_factory=Counter)
     rejected: list[tuple[str | None, str]] = field(default_factory=list)
     stopped: str | None = None  # why submission stopped early, if it did
+    shared: int = 0  # dedupe: rows served by another row's request (requests saved)
+    held_back: int = 0  # rows a budget kept for a later run
+    estimated_usd: float = 0.0  # the estimates of what was submitted, added up
 
 
 def _safe_key_json(key: Mapping[str, object]) -> str | None:
@@ -81,11 +85,15 @@ class _BatchBody:
         self.size = len(b'{"requests":[]}')
         self.records: list[RequestRecord] = []
         self.custom_ids: set[str] = set()
+        # dedupe: the request of each identity in this body (later rows ride on it)
+        self.senders: dict[bytes, RequestRecord] = {}
 
     def fits(self, line_len: int, max_requests: int, max_bytes: int) -> bool:
         return len(self.records) < max_requests and self.size + line_len + 1 <= max_bytes
 
-    def add(self, record: RequestRecord, line: bytes) -> None:
+    def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
+        if identity is not None:
+            self.senders[identity] = record
         if self.records:
             self.file.write(b",")
             self.size += 1
@@ -113,7 +121,7 @@ class _Submitter:
     def __post_init__(self) -> None:
         self.body = _BatchBody()
 
-    def add(self, record: RequestRecord, line: bytes) -> None:
+    def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
         decl = self.enrichment.declaration
         if not self.body.fits(len(line), decl.max_requests_per_batch, decl.max_batch_bytes):
             self.flush()
@@ -122,7 +130,7 @@ class _Submitter:
                 (record.primary_key_json, f"custom_id {record.custom_id} collides in this batch")
             )
             return
-        self.body.add(record, line)
+        self.body.add(record, line, identity)
 
     def flush(self) -> None:
         body, self.body = self.body, _BatchBody()
@@ -137,8 +145,12 @@ class _Submitter:
     def _create(self, body: _BatchBody) -> None:
         name = self.enrichment.name
         n = len(body.records)
+        shared = sum(len(r.shared) for r in body.records)
+        estimated = sum(r.estimated_usd or 0.0 for r in body.records)
         if self.api is None:  # dry run
             self.report.submitted += n
+            self.report.shared += shared
+            self.report.estimated_usd += estimated
             return
         sid = "sub_" + uuid.uuid4().hex
         self.ledger.record_intent(sid, name, body.size, body.records)
@@ -172,6 +184,8 @@ class _Submitter:
             sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=remote.id
         )
         self.report.submitted += n
+        self.report.shared += shared
+        self.report.estimated_usd += estimated
         self.report.batches.append(remote.id)
         log.info("enrichment=%s batch_id=%s submitted %d requests", name, remote.id, n)
         self.on_progress(f"{name}: submitted {remote.id} ({n} requests)")
@@ -182,15 +196,18 @@ class _Submitter:
         log.error("enrichment=%s submission=%s not created: %s", self.enrichment.name, sid, why)
 
 
-def submit_enrichment(
-    ledger: Ledger,
-    api: BatchApi | None,
-    enrichment: Enrichment,
-    settings: Settings,
-    on_progress: Callable[[str], None] = lambda _: None,
-) -> SubmitReport:
+@dataclass
+class Pending:
+    """A flagged row that passed every check and may be sent now."""
+
+    record: RequestRecord
+    line: bytes
+    params: dict[str, object]
+    dedupe_key: bytes | None  # identical requests share one (with `dedupe: true`)
+
+
+def _flagged_columns(ledger: Ledger, enrichment: Enrichment) -> list[str]:
     decl = enrichment.declaration
-    report = SubmitReport(enrichment=enrichment.name)
     available = ledger.flagged_columns(enrichment.flagged)
     if not available:
         raise ConfigError(
@@ -204,15 +221,24 @@ def submit_enrichment(
             f"enrichment '{enrichment.name}': flagged view {enrichment.flagged} lacks "
             f"column(s) {', '.join(missing)}"
         )
-    optional = [c for c in OPTIONAL_COLUMNS if c in available]
-    columns = [*required, *optional]
+    return [*required, *(c for c in OPTIONAL_COLUMNS if c in available)]
+
+
+def pending_requests(
+    ledger: Ledger, enrichment: Enrichment, settings: Settings, report: SubmitReport
+) -> Iterator[list[Pending]]:
+    """What the flagged view selects and the ledger allows to send now, chunk by chunk.
+
+    Bad rows go to `report.rejected`, rows the ledger says must not be sent (in flight,
+    succeeded, out of attempts) to `report.skipped`; `report.flagged` counts every row.
+    """
+    decl = enrichment.declaration
+    columns = _flagged_columns(ledger, enrichment)
     idx = {c: i for i, c in enumerate(columns)}
     nkey = len(decl.primary_key)
     duplicates = {tuple(k) for k in ledger.duplicate_keys(enrichment.flagged, decl.primary_key)}
-    sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
-
     for chunk in ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows):
-        pending: list[tuple[RequestRecord, bytes]] = []
+        prepared_rows: list[Pending] = []
         for row in chunk:
             report.flagged += 1
             key = dict(zip(decl.primary_key, row[:nkey], strict=True))
@@ -241,17 +267,59 @@ def submit_enrichment(
                 max_tokens=max_tokens,
                 params_bytes=prepared.size,
             )
-            pending.append((record, prepared.line))
-        pairs = [(r.custom_id, r.request_hash) for r, _ in pending]
+            dedupe_key = identity(prepared.params) if decl.dedupe else None
+            prepared_rows.append(Pending(record, prepared.line, prepared.params, dedupe_key))
+        pairs = [(p.record.custom_id, p.record.request_hash) for p in prepared_rows]
         history = ledger.history(enrichment.name, pairs)
-        for record, line in pending:
-            seen = history.get(record.custom_id, RowHistory())
-            why = skip_reason(seen, record.flag_reason, decl.max_attempts)
+        ready: list[Pending] = []
+        for p in prepared_rows:
+            seen = history.get(p.record.custom_id, RowHistory())
+            why = skip_reason(seen, p.record.flag_reason, decl.max_attempts)
             if why is not None:
                 report.skipped[why] += 1
                 continue
-            record.attempt = seen.attempts + 1
-            sub.add(record, line)
+            p.record.attempt = seen.attempts + 1
+            ready.append(p)
+        yield ready
+
+
+def identity(params: Mapping[str, object]) -> bytes:
+    """What makes two requests identical: a digest of their params' canonical JSON."""
+    return hashlib.blake2b(
+        orjson.dumps(params, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).digest()
+
+
+def submit_enrichment(
+    ledger: Ledger,
+    api: BatchApi | None,
+    enrichment: Enrichment,
+    settings: Settings,
+    on_progress: Callable[[str], None] = lambda _: None,
+    *,
+    only: Container[str] | None = None,
+    cost: Callable[[RequestRecord], float | None] = lambda _: None,
+) -> SubmitReport:
+    """Send what the flagged view selects (only the custom_ids in `only`, if given).
+
+    `cost` is the estimate recorded with each request. With `dedupe: true`, a row whose
+    request is identical to one already in the open batch rides on it (`record.shared`)
+    instead of being sent.
+    """
+    report = SubmitReport(enrichment=enrichment.name)
+    sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
+    for ready in pending_requests(ledger, enrichment, settings, report):
+        for p in ready:
+            if only is not None and p.record.custom_id not in only:
+                report.held_back += 1
+                continue
+            if p.dedupe_key is not None:
+                sender = sub.body.senders.get(p.dedupe_key)
+                if sender is not None:
+                    sender.shared.append((p.record.custom_id, p.record.primary_key_json))
+                    continue
+            p.record.estimated_usd = cost(p.record)
+            sub.add(p.record, p.line, p.dedupe_key)
         if report.stopped:
             break
     sub.flush()

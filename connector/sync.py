@@ -14,10 +14,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from connector.api import BatchApi
+from connector.budgets import BudgetStop, RunBudget, oldest_first, select_within
 from connector.errors import AccountError, ConfigError, EnrichError
+from connector.estimate import (
+    Estimate,
+    TokenModel,
+    calibrated_models,
+    estimate_enrichment,
+    load_prices,
+    utc_day_start,
+)
 from connector.landing import LandReport, poll_and_land
 from connector.ledger import Ledger, open_ledger
+from connector.ledger.base import RequestRecord
 from connector.policy import IN_FLIGHT
+from connector.pricing import Price
 from connector.project import Enrichment, Project, load_project, run_dbt
 from connector.reconcile import reconcile_submitting
 from connector.settings import Settings
@@ -36,6 +47,8 @@ class SyncReport:
     in_flight: int = 0
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    estimates: list[Estimate] = field(default_factory=list)  # dry runs
+    budget_stops: list[BudgetStop] = field(default_factory=list)
 
 
 def ensure_ledger(project: Project, ledger: Ledger) -> None:
@@ -80,18 +93,28 @@ def sync(settings: Settings, on_progress: Callable[[str], None] = lambda _: None
         for model, message in project.invalid:
             if not settings.select or model in settings.select:
                 report.errors.append(message)
-        api = BatchApi(timeout=settings.api_timeout)
+        # a dry run changes nothing and needs no key (count_tokens is used when there is one)
+        api = optional_api(settings) if settings.dry_run else BatchApi(timeout=settings.api_timeout)
         try:
             _run(project, ledger, api, settings, selected, report, on_progress)
         finally:
-            api.close()
+            if api is not None:
+                api.close()
     return report
+
+
+def optional_api(settings: Settings) -> BatchApi | None:
+    """An API client for count_tokens, or None without a key (estimates fall back)."""
+    try:
+        return BatchApi(timeout=settings.api_timeout)
+    except AccountError:
+        return None
 
 
 def _run(
     project: Project,
     ledger: Ledger,
-    api: BatchApi,
+    api: BatchApi | None,
     settings: Settings,
     selected: tuple[Enrichment, ...],
     report: SyncReport,
@@ -99,16 +122,18 @@ def _run(
 ) -> None:
     started = time.monotonic()
     # 1. finish pending work before new work
-    if not settings.dry_run:
+    if api is not None and not settings.dry_run:
         report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
         report.landing.append(poll_and_land(ledger, api, settings, on_progress))
-    # 2. new work
+    # 2. new work, within budgets
+    prices = load_prices(project, ledger)
+    run_budget = RunBudget(settings)
     for enrichment in project.enrichments:
         if enrichment not in selected:
             continue
         try:
-            sub = submit_enrichment(
-                ledger, None if settings.dry_run else api, enrichment, settings, on_progress
+            sub = _submit_within_budget(
+                ledger, api, enrichment, settings, prices, run_budget, report, on_progress
             )
         except AccountError:
             raise
@@ -119,7 +144,7 @@ def _run(
         if sub.stopped:
             report.errors.append(f"{enrichment.name}: {sub.stopped}")
     # 3. with --wait, poll until nothing is in flight
-    while settings.wait and not settings.dry_run:
+    while settings.wait and api is not None and not settings.dry_run:
         in_flight = _in_flight(ledger)
         if in_flight == 0:
             break
@@ -132,6 +157,77 @@ def _run(
         report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
         report.landing.append(poll_and_land(ledger, api, settings, on_progress))
     report.in_flight = _in_flight(ledger)
+
+
+def _submit_within_budget(
+    ledger: Ledger,
+    api: BatchApi | None,
+    enrichment: Enrichment,
+    settings: Settings,
+    prices: dict[str, Price],
+    run_budget: RunBudget,
+    report: SyncReport,
+    on_progress: Callable[[str], None],
+) -> SubmitReport:
+    """Submit an enrichment's flagged rows, or, under a budget, the oldest that fit."""
+    decl = enrichment.declaration
+    creator = None if settings.dry_run else api
+    since = ledger.now()
+    limit = run_budget.limit(decl, ledger, utc_day_start(since))
+    price = prices.get(decl.model)
+    estimate = None
+    if settings.dry_run or limit is not None:
+        estimate = estimate_enrichment(ledger, api, enrichment, settings, prices)
+        if settings.dry_run:
+            report.estimates.append(estimate)
+    if limit is None:
+        tokens, output = calibrated_models(ledger.calibration(enrichment.name), decl.prompt_version)
+        model = tokens or TokenModel("4 bytes per token", 0.25)
+
+        def cost(record: RequestRecord) -> float | None:
+            if price is None:
+                return None
+            return price.cost(
+                input_tokens=model.tokens(record.params_bytes),
+                output_tokens=output.expected(record.max_tokens),
+            )
+
+        sub = submit_enrichment(ledger, creator, enrichment, settings, on_progress, cost=cost)
+    else:
+        assert estimate is not None
+        if price is None:
+            stop = BudgetStop(enrichment.name, None, limit, estimate.requests, 0, 0.0, 0)
+            report.budget_stops.append(stop)
+            return SubmitReport(enrichment=enrichment.name, flagged=estimate.flagged)
+        ordered = oldest_first(estimate.rows, ledger.deferrals(enrichment.name))
+        chosen = select_within(ordered, price, estimate.output, limit.usd)
+        sub = submit_enrichment(
+            ledger,
+            creator,
+            enrichment,
+            settings,
+            on_progress,
+            only=chosen.costs,
+            cost=lambda record: chosen.costs.get(record.custom_id),
+        )
+        if chosen.held_back:
+            if not settings.dry_run:
+                ledger.record_deferrals(enrichment.name, chosen.held_back)
+            report.budget_stops.append(
+                BudgetStop(
+                    enrichment.name,
+                    chosen.total_usd,
+                    limit,
+                    estimate.requests,
+                    sub.submitted,
+                    sub.estimated_usd,
+                    len(chosen.held_back),
+                )
+            )
+    run_budget.spend(sub.estimated_usd)
+    if not settings.dry_run and not sub.stopped:
+        ledger.prune_deferrals(enrichment.name, since)
+    return sub
 
 
 def _in_flight(ledger: Ledger) -> int:

@@ -65,6 +65,11 @@ class StatusRow:
     failed_terminal: int
     missing: int
     rejected: int
+    # cost, from landed usage at the seed's prices (None: the model has no price)
+    spend_today_usd: float | None = 0.0
+    spend_total_usd: float | None = 0.0
+    in_flight_estimated_usd: float = 0.0  # the estimates recorded when submitted
+    requests_saved: int = 0  # dedupe: rows served by another row's request
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""Budgets: which flagged rows one `sync` may send, and why the rest wait.
+
+A budget is the smallest of: the declaration's `budget_usd` (per run), what is left of
+its `budget_usd_per_day` (the estimates of today's submissions, UTC, subtracted), and
+what is left of `--max-usd` (for the whole run). `--approve-usd X` replaces all of them
+for one run with X. Rows go out oldest first: rows a budget held back before, by when
+it first did, then the rest in the flagged view's order; the first row that does not
+fit stops the selection, so no younger row overtakes an older one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from connector.declaration import Declaration
+from connector.estimate import OutputModel, PendingRow
+from connector.ledger.base import Ledger
+from connector.pricing import Price
+from connector.settings import Settings
+
+
+def usd(value: float) -> str:
+    """Dollars as people read them: cents above $1, four decimals below."""
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+@dataclass(frozen=True)
+class Limit:
+    usd: float
+    source: str  # which budget, for the message
+
+
+@dataclass(frozen=True)
+class BudgetStop:
+    """A budget held rows back (or refused to guess without a price)."""
+
+    enrichment: str
+    estimate_usd: float | None  # everything pending, expected; None without a price
+    limit: Limit
+    requests: int  # requests pending
+    submitted: int
+    submitted_usd: float
+    held_back: int
+
+    @property
+    def message(self) -> str:
+        if self.estimate_usd is None:
+            return (
+                f"{self.enrichment}: {self.limit.source} applies but the model has no price "
+                "in the seed batch_enrich_model_prices, so nothing was submitted; add its "
+                "price and run `dbt seed`"
+            )
+        approve = math.ceil(self.estimate_usd * 100) / 100
+        return (
+            f"{self.enrichment}: estimate {usd(self.estimate_usd)} for {self.requests} "
+            f"requests is over the budget of {usd(self.limit.usd)} ({self.limit.source}); "
+            f"submitted {self.submitted} requests ({usd(self.submitted_usd)}), held back "
+            f"{self.held_back} rows for a later run (oldest first). To send them now: "
+            f"enrich sync --select {self.enrichment} --approve-usd {approve:.2f}"
+        )
+
+
+class RunBudget:
+    """What is left of `--max-usd` / `--approve-usd` across the enrichments of one run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.approved = settings.approve_usd is not None
+        self.left: float | None = (
+            settings.approve_usd if settings.approve_usd is not None else settings.max_usd
+        )
+        self.flag = "--approve-usd" if self.approved else "--max-usd"
+
+    def spend(self, amount: float) -> None:
+        if self.left is not None:
+            self.left = max(0.0, self.left - amount)
+
+    def limit(self, decl: Declaration, ledger: Ledger, day_start: datetime) -> Limit | None:
+        """The budget that applies to one enrichment now, or None: no budget."""
+        if self.approved:
+            assert self.left is not None
+            return Limit(self.left, "--approve-usd for this run")
+        limits: list[Limit] = []
+        if decl.budget_usd is not None:
+            limits.append(Limit(decl.budget_usd, "budget_usd, per run"))
+        if decl.budget_usd_per_day is not None:
+            spent = ledger.estimated_since(decl.enrichment, day_start)
+            limits.append(
+                Limit(
+                    max(0.0, decl.budget_usd_per_day - spent),
+                    f"budget_usd_per_day {usd(decl.budget_usd_per_day)}, "
+                    f"{usd(spent)} committed today (UTC)",
+                )
+            )
+        if self.left is not None:
+            limits.append(Limit(self.left, f"{self.flag}, what is left of it this run"))
+        return min(limits, key=lambda lim: lim.usd) if limits else None
+
+
+def oldest_first(rows: Sequence[PendingRow], deferred: Mapping[str, datetime]) -> list[PendingRow]:
+    """Rows held back before (by when they first were), then the rest in view order."""
+    before = sorted(
+        (r for r in rows if r.custom_id in deferred), key=lambda r: deferred[r.custom_id]
+    )
+    return before + [r for r in rows if r.custom_id not in deferred]
+
+
+@dataclass
+class Selection:
+    costs: dict[str, float]  # custom_id → estimate, of the rows that fit
+    held_back: list[str]
+    total_usd: float  # everything pending, expected
+
+
+def select_within(
+    rows: Sequence[PendingRow], price: Price, output: OutputModel, limit_usd: float
+) -> Selection:
+    """The longest oldest-first prefix whose estimates fit in `limit_usd`. A dedupe key's
+    cost counts once: its later rows ride on the first one's request for free."""
+    selection = Selection({}, [], 0.0)
+    charged: set[bytes] = set()
+    spent = 0.0
+    full = False
+    for row in rows:
+        free = row.dedupe_key is not None and row.dedupe_key in charged
+        assert row.tokens is not None or free
+        cost = 0.0 if free else _cost(row, price, output)
+        selection.total_usd += cost
+        if not full and spent + cost <= limit_usd:
+            spent += cost
+            selection.costs[row.custom_id] = cost
+            if row.dedupe_key is not None:
+                charged.add(row.dedupe_key)
+        else:
+            full = True
+            selection.held_back.append(row.custom_id)
+    return selection
+
+
+def _cost(row: PendingRow, price: Price, output: OutputModel) -> float:
+    assert row.tokens is not None
+    return price.cost(input_tokens=row.tokens, output_tokens=output.expected(row.max_tokens))

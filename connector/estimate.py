@@ -1,0 +1,305 @@
+"""What submitting now would cost: `enrich estimate`, `sync --dry-run` and budgets.
+
+Input tokens come from the count_tokens endpoint: every request with `--exact`, else a
+deterministic sample, fitted against request bytes (tokens ≈ a + b·bytes) and summed
+over every request. Without the endpoint (no key, or it fails) they come from a ratio
+calibrated on landed usage of the same prompt_version (tokens per params byte), else
+from 4 bytes per token. Output tokens: the landed mean of the prompt_version (capped at
+max_tokens), else half of max_tokens; the worst case is max_tokens. Dollars: the price
+seed at batch prices, every input token at the uncached price.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from connector.api import BatchApi
+from connector.errors import ConfigError, TransientApiError
+from connector.ledger.base import Calibration, Ledger, RequestRecord
+from connector.pricing import PRICE_COLUMNS, Price, price_table
+from connector.project import Enrichment, Project
+from connector.settings import Settings
+from connector.submit import Pending, SubmitReport, pending_requests
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_TOKEN = 4.0  # the last resort: no count_tokens, no landed usage
+COUNT_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class TokenModel:
+    """Input tokens of a request from its params bytes."""
+
+    method: str
+    per_byte: float
+    intercept: float = 0.0
+
+    def tokens(self, params_bytes: int) -> float:
+        return max(1.0, self.intercept + self.per_byte * params_bytes)
+
+
+@dataclass(frozen=True)
+class OutputModel:
+    method: str
+    mean: float | None  # None: half of max_tokens
+
+    def expected(self, max_tokens: int) -> float:
+        return max_tokens / 2 if self.mean is None else min(self.mean, float(max_tokens))
+
+
+@dataclass
+class PendingRow:
+    """What a budget needs of one sendable row."""
+
+    custom_id: str
+    params_bytes: int
+    max_tokens: int
+    dedupe_key: bytes | None
+    tokens: float | None = None  # counted (exact), else from the token model
+
+
+@dataclass
+class Estimate:
+    enrichment: str
+    model: str
+    requests: int = 0  # requests that would be sent (dedupe members not counted)
+    shared: int = 0  # rows that would ride on an identical request (dedupe)
+    flagged: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    input_tokens: float = 0.0
+    output_tokens_expected: float = 0.0
+    output_tokens_worst: float = 0.0
+    usd_expected: float | None = None  # None: no price for the model
+    usd_worst: float | None = None
+    input_method: str = ""
+    output_method: str = ""
+    counted: int = 0  # requests whose tokens count_tokens counted
+    # every sendable row, for budgets; not part of the report
+    rows: list[PendingRow] = field(default_factory=list, repr=False, metadata={"internal": True})
+    output: OutputModel = OutputModel("half of max_tokens", None)
+
+
+def load_prices(project: Project, ledger: Ledger) -> dict[str, Price]:
+    """The price seed's table as dbt built it; empty when it does not exist yet."""
+    relation = project.prices
+    if relation is None or not ledger.flagged_columns(relation):
+        return {}
+    rows = [r for chunk in ledger.stream_flagged(relation, PRICE_COLUMNS, 1000) for r in chunk]
+    return price_table(rows)
+
+
+def calibrated_models(
+    calibration: Sequence[Calibration], prompt_version: str
+) -> tuple[TokenModel | None, OutputModel]:
+    """The token and output models landed usage supports (the prompt_version's own, else
+    every version's), or None / half of max_tokens without any."""
+    own = [c for c in calibration if c.prompt_version == prompt_version and c.results]
+    rows = own or [c for c in calibration if c.results]
+    if not rows:
+        return None, OutputModel("half of max_tokens (no landed results yet)", None)
+    results = sum(c.results for c in rows)
+    nbytes = sum(c.params_bytes for c in rows)
+    which = f"prompt_version {prompt_version}" if own else "earlier prompt versions"
+    tokens = (
+        TokenModel(
+            f"calibrated on {results} landed results ({which}): tokens per request byte",
+            sum(c.input_tokens for c in rows) / nbytes,
+        )
+        if nbytes
+        else None
+    )
+    output = OutputModel(
+        f"mean of {results} landed results ({which})",
+        sum(c.output_tokens for c in rows) / results,
+    )
+    return tokens, output
+
+
+def fit(samples: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """Least squares tokens = a + b·bytes over (bytes, tokens); a ratio if degenerate."""
+    n = len(samples)
+    mean_x = sum(x for x, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    var = sum((x - mean_x) ** 2 for x, _ in samples)
+    if n >= 3 and var > 0:
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in samples) / var
+        intercept = mean_y - slope * mean_x
+        if slope > 0 and intercept >= 0:
+            return intercept, slope
+    return 0.0, sum(y for _, y in samples) / max(1, sum(x for x, _ in samples))
+
+
+class _Counter:
+    """count_tokens over many params, a few calls at a time; records the first failure."""
+
+    def __init__(self, api: BatchApi | None) -> None:
+        self.api = api
+        self.failure: str | None = None if api is not None else "no API key"
+
+    def count(self, params: Sequence[dict[str, object]]) -> list[int] | None:
+        if self.api is None or self.failure is not None or not params:
+            return None
+        api = self.api
+        try:
+            with ThreadPoolExecutor(COUNT_WORKERS) as pool:
+                return list(pool.map(api.count_tokens, params))
+        except TransientApiError as exc:
+            self.failure = str(exc)
+            log.warning("count_tokens failed (%s); estimating from landed usage", exc)
+            return None
+
+
+def estimate_enrichment(
+    ledger: Ledger,
+    api: BatchApi | None,
+    enrichment: Enrichment,
+    settings: Settings,
+    prices: dict[str, Price],
+) -> Estimate:
+    """Scan what `sync` would send now and estimate its tokens and dollars."""
+    decl = enrichment.declaration
+    est = Estimate(enrichment=enrichment.name, model=decl.model)
+    report = SubmitReport(enrichment=enrichment.name)
+    counter = _Counter(api)
+    rng = random.Random(f"batch-enrich:{enrichment.name}")
+    reservoir: list[tuple[str, int, dict[str, object]]] = []
+    seen_keys: set[bytes] = set()
+    seen = 0
+    for ready in pending_requests(ledger, enrichment, settings, report):
+        sendable: list[Pending] = []
+        first = len(est.rows)
+        for p in ready:
+            if p.dedupe_key is not None:
+                if p.dedupe_key in seen_keys:
+                    est.shared += 1
+                    est.rows.append(_row(p.record, p.dedupe_key))
+                    continue
+                seen_keys.add(p.dedupe_key)
+            sendable.append(p)
+            est.rows.append(_row(p.record, p.dedupe_key))
+        if settings.exact:
+            counts = counter.count([p.params for p in sendable])
+            if counts is not None:
+                by_id = {p.record.custom_id: c for p, c in zip(sendable, counts, strict=True)}
+                for row in est.rows[first:]:
+                    row.tokens = by_id.get(row.custom_id, row.tokens)
+            continue
+        for p in sendable:  # reservoir sample: deterministic per enrichment
+            seen += 1
+            item = (p.record.custom_id, p.record.params_bytes, p.params)
+            if len(reservoir) < settings.sample_size:
+                reservoir.append(item)
+            else:
+                slot = rng.randrange(seen)
+                if slot < settings.sample_size:
+                    reservoir[slot] = item
+    est.flagged = report.flagged
+    est.rejected = len(report.rejected)
+    est.skipped = sum(report.skipped.values())
+    _estimate_tokens(est, ledger, enrichment, settings, counter, reservoir)
+    _price(est, prices.get(decl.model))
+    return est
+
+
+def _row(record: RequestRecord, dedupe_key: bytes | None) -> PendingRow:
+    return PendingRow(record.custom_id, record.params_bytes, record.max_tokens, dedupe_key)
+
+
+def _estimate_tokens(
+    est: Estimate,
+    ledger: Ledger,
+    enrichment: Enrichment,
+    settings: Settings,
+    counter: _Counter,
+    reservoir: list[tuple[str, int, dict[str, object]]],
+) -> None:
+    decl = enrichment.declaration
+    calibrated, output = calibrated_models(ledger.calibration(enrichment.name), decl.prompt_version)
+    est.output_method = output.method
+    senders = list(_senders(est.rows))
+    model: TokenModel | None = None
+    if reservoir:
+        counts = counter.count([params for _, _, params in reservoir])
+        if counts is not None:
+            if len(counts) == len(senders):  # the sample is every request: exact
+                by_id = {cid: c for (cid, _, _), c in zip(reservoir, counts, strict=True)}
+                for row in senders:
+                    row.tokens = by_id.get(row.custom_id)
+            else:
+                a, b = fit([(size, c) for (_, size, _), c in zip(reservoir, counts, strict=True)])
+                model = TokenModel(
+                    f"count_tokens: {len(counts)} of {len(senders)} requests, scaled by bytes",
+                    b,
+                    a,
+                )
+    counted = sum(1 for row in senders if row.tokens is not None)
+    est.counted = counted if model is None else len(reservoir)
+    if model is None and counted < len(senders):
+        why = f"count_tokens unavailable: {counter.failure}" if counter.failure else ""
+        model = calibrated or TokenModel(
+            f"{BYTES_PER_TOKEN:g} bytes per token (no landed usage)", 1 / BYTES_PER_TOKEN
+        )
+        method = f"{model.method}; {why}" if why else model.method
+        if counted:
+            method = f"count_tokens: {counted} of {len(senders)} requests; the rest: {method}"
+        est.input_method = method
+    elif model is not None:
+        est.input_method = model.method
+    else:
+        est.input_method = f"count_tokens: every request ({len(senders)})"
+    for row in senders:
+        if row.tokens is None:
+            assert model is not None
+            row.tokens = model.tokens(row.params_bytes)
+        est.requests += 1
+        est.input_tokens += row.tokens
+        est.output_tokens_expected += output.expected(row.max_tokens)
+        est.output_tokens_worst += row.max_tokens
+    est.output = output
+    # a dedupe key's later rows carry the tokens of the request they would ride on
+    by_key = {row.dedupe_key: row.tokens for row in senders if row.dedupe_key is not None}
+    for row in est.rows:
+        if row.tokens is None and row.dedupe_key is not None:
+            row.tokens = by_key.get(row.dedupe_key)
+
+
+def _senders(rows: Sequence[PendingRow]) -> Iterator[PendingRow]:
+    """The rows that would be sent: every row but a dedupe key's later ones."""
+    seen: set[bytes] = set()
+    for row in rows:
+        if row.dedupe_key is not None:
+            if row.dedupe_key in seen:
+                continue
+            seen.add(row.dedupe_key)
+        yield row
+
+
+def _price(est: Estimate, price: Price | None) -> None:
+    if price is None:
+        return
+    est.usd_expected = price.cost(
+        input_tokens=est.input_tokens, output_tokens=est.output_tokens_expected
+    )
+    est.usd_worst = price.cost(input_tokens=est.input_tokens, output_tokens=est.output_tokens_worst)
+
+
+def utc_day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def require_price(prices: dict[str, Price], enrichment: Enrichment) -> Price:
+    price = prices.get(enrichment.declaration.model)
+    if price is None:
+        raise ConfigError(
+            f"enrichment '{enrichment.name}': no price for model "
+            f"'{enrichment.declaration.model}' in the seed batch_enrich_model_prices; add a "
+            "row for it (and run `dbt seed`) so its cost can be estimated"
+        )
+    return price
