@@ -225,6 +225,8 @@ def _duplicate_tickets(p: Pipeline, share: float) -> tuple[int, int]:
     path = p.project / "seeds" / "examples" / "example_support_tickets.csv"
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    for row in rows:  # the demo's texts repeat; make each unique first
+        row["body"] += f" (ref {row['ticket_id']})"
     copies = round(len(rows) * share)
     for i in range(copies):
         source = rows[copies + i]
