@@ -1,0 +1,88 @@
+"""The pure cost rules: prices, fitting token counts, oldest-first budget selection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connector.budgets import oldest_first, select_within, usd
+from connector.errors import ConfigError
+from connector.estimate import OutputModel, PendingRow, calibrated_models, fit
+from connector.ledger.base import Calibration
+from connector.pricing import Price, price_table
+
+HAIKU = Price("claude-haiku-4-5", 1.0, 5.0, 1.25, 2.0, 0.1, 0.5)
+
+
+def test_cost_prices_every_token_class_at_its_multiplier_and_the_batch_discount() -> None:
+    got = HAIKU.cost(
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        cache_write_5m_tokens=1_000_000,
+        cache_write_1h_tokens=1_000_000,
+        cache_read_tokens=1_000_000,
+    )
+    assert got == pytest.approx((1.0 + 5.0 + 1.25 + 2.0 + 0.1) * 0.5)
+
+
+def test_price_table_names_the_model_of_a_bad_row() -> None:
+    table = price_table([("m", "1", "2", "1.25", "2", "0.1", "0.5")])
+    assert table["m"].output_usd_per_mtok == 2.0
+    with pytest.raises(ConfigError, match="'broken'"):
+        price_table([("broken", "one", "2", "1.25", "2", "0.1", "0.5")])
+
+
+def test_fit_recovers_a_linear_token_count_and_falls_back_to_a_ratio() -> None:
+    samples = [(b, 40 + b // 4) for b in (400, 800, 1200, 2000, 4000)]
+    a, b = fit(samples)
+    assert a == pytest.approx(40, abs=1)
+    assert b == pytest.approx(0.25, abs=0.001)
+    # all the same size: no slope to fit, tokens per byte instead
+    assert fit([(100, 30), (100, 30)]) == (0.0, pytest.approx(0.3))
+
+
+def test_calibration_prefers_the_prompt_version_and_says_where_it_came_from() -> None:
+    rows = [Calibration("v1", 10, 10_000, 2_500, 500), Calibration("v2", 4, 4_000, 2_000, 80)]
+    tokens, output = calibrated_models(rows, "v2")
+    assert tokens is not None and tokens.per_byte == pytest.approx(0.5)
+    assert output.mean == pytest.approx(20)
+    assert "prompt_version v2" in output.method
+    tokens, output = calibrated_models(rows, "v3")
+    assert tokens is not None and tokens.per_byte == pytest.approx(4_500 / 14_000)
+    assert "earlier prompt versions" in tokens.method
+    assert calibrated_models([], "v1")[1].expected(300) == 150
+
+
+def _row(cid: str, tokens: float, key: bytes | None = None) -> PendingRow:
+    return PendingRow(cid, 100, 100, key, tokens)
+
+
+def test_rows_held_back_before_go_first_by_when_they_were_first_held_back() -> None:
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [_row("a", 1), _row("b", 1), _row("c", 1), _row("d", 1)]
+    ordered = oldest_first(rows, {"d": t0, "c": t0 - timedelta(hours=1)})
+    assert [r.custom_id for r in ordered] == ["c", "d", "a", "b"]
+
+
+def test_selection_stops_at_the_first_row_that_does_not_fit() -> None:
+    output = OutputModel("fixed", 0.0)
+    one_mtok = 1_000_000  # $0.50 each at haiku batch input prices
+    rows = [_row("a", one_mtok), _row("b", 3 * one_mtok), _row("c", one_mtok)]
+    chosen = select_within(rows, HAIKU, output, limit_usd=1.2)
+    assert list(chosen.costs) == ["a"]  # c would fit, but b is older
+    assert chosen.held_back == ["b", "c"]
+    assert chosen.total_usd == pytest.approx(2.5)
+
+
+def test_a_dedupe_key_is_paid_once_and_its_riders_are_free() -> None:
+    output = OutputModel("fixed", 0.0)
+    rows = [_row("a", 1_000_000, b"k"), _row("b", 1_000_000, b"k"), _row("c", 1_000_000)]
+    chosen = select_within(rows, HAIKU, output, limit_usd=0.6)
+    assert chosen.costs == {"a": pytest.approx(0.5), "b": 0.0}
+    assert chosen.held_back == ["c"]
+
+
+def test_usd_shows_cents_above_a_dollar_and_four_decimals_below() -> None:
+    assert usd(12.345) == "$12.35"
+    assert usd(0.01234) == "$0.0123"
