@@ -133,6 +133,7 @@ class Request:
     prompt_version: str = "v1"
     flag_reason: str = "new"
     max_tokens: int = 300
+    shared_with: list[dict[str, Any]] = field(default_factory=list)  # dedupe members' keys
 
     @property
     def custom_id(self) -> str:
@@ -212,6 +213,18 @@ class Ledger:
                         r.max_tokens,
                     ),
                 )
+                for member in r.shared_with:
+                    conn.execute(
+                        """insert into enrich.shared_keys
+                            (submission_id, custom_id, member_custom_id, primary_key)
+                            values (%s, %s, %s, %s)""",
+                        (
+                            batch.submission_id,
+                            r.custom_id,
+                            custom_id_for(list(member.values())),
+                            _compact(member),
+                        ),
+                    )
             if batch.status == "landed":
                 for r in lines:
                     assert r.line is not None
@@ -302,12 +315,22 @@ def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
         "where table_schema = 'enrich'",
     )
     tables = {t for t, _, _ in columns}
-    assert tables == {"ledger_version", "batches", "requests", "results_raw", "rejections"}
+    assert tables == {
+        "ledger_version",
+        "batches",
+        "requests",
+        "results_raw",
+        "rejections",
+        "shared_keys",
+        "deferrals",
+    }
     types = {(t, c): d for t, c, d in columns}
     assert types[("requests", "primary_key")] == "jsonb"
     assert types[("requests", "input_hash")] == "text"
+    assert types[("requests", "estimated_usd")] == "double precision"
+    assert types[("shared_keys", "primary_key")] == "jsonb"
     assert types[("results_raw", "line")] == "json"
-    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(1,)]
+    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(2,)]
 
     # output that is not JSON is parsed by a helper function, also inside queries that
     # Postgres would run in parallel (a parallel-safe function with an exception block
@@ -330,7 +353,7 @@ def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
     # the connector's path: run-operation, again and again, changes nothing
     for _ in range(2):
         dbt.invoke(["run-operation", "batch_enrich.ensure_ledger"], REPO, REPO, env=env)
-    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(1,)]
+    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(2,)]
 
     decl = declaration(dbt, "ticket_triage")
     flagged = flagged_tickets(pg_db.conninfo)
@@ -853,6 +876,182 @@ def test_a_changed_declaration_revalidates_earlier_results(
     assert query(pg_db.conninfo, valid) == [(False, "category: 'billing' not in enum")]
 
 
+def _same_ticket_text(db: str, source: int, copies: Sequence[int]) -> None:
+    """Give the tickets `copies` the subject and body of `source`: identical requests."""
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "update analytics.example_support_tickets as t "
+            "set subject = s.subject, body = s.body "
+            "from analytics.example_support_tickets as s "
+            "where s.ticket_id = %s and t.ticket_id = any(%s)",
+            (source, list(copies)),
+        )
+
+
+def test_dedupe_a_shared_request_serves_every_member(
+    pg_db: PgDatabase, dbt: DbtHarness, env: dict[str, str]
+) -> None:
+    build(dbt, env)
+    db = pg_db.conninfo
+    _same_ticket_text(db, 1040, [1041, 1042])
+    _same_ticket_text(db, 1050, [1051])
+    _same_ticket_text(db, 1060, [1061])
+    flagged = flagged_tickets(db)
+    assert flagged[1041][2] == flagged[1042][2] == flagged[1040][2]
+    ledger = Ledger(db)
+    # 1041 had a request of its own first, which expired
+    ledger.add(
+        Batch(
+            "ticket_triage",
+            "landed",
+            [_ticket_request(flagged, 1041, bare_line("1041", "expired"))],
+            landed_at=T0 - dt.timedelta(days=1),
+        )
+    )
+    usage = Usage(420, 33, cache_read=1024)
+    sent = _ticket_request(
+        flagged,
+        1040,
+        succeeded_line("1040", text_block(_triage("bug", 4, "Exports fail.")), usage),
+        shared_with=[{"ticket_id": 1041}, {"ticket_id": 1042}],
+    )
+    errored = _ticket_request(
+        flagged,
+        1060,
+        errored_line("1060", "overloaded_error", "Overloaded"),
+        shared_with=[{"ticket_id": 1061}],
+    )
+    landed = ledger.add(Batch("ticket_triage", "landed", [sent, errored]))
+    in_flight = _ticket_request(flagged, 1050, None, shared_with=[{"ticket_id": 1051}])
+    ledger.add(Batch("ticket_triage", "submitted", [in_flight]))
+
+    # the flagged view reads the ledger live: every key a request serves is held back
+    served = {1040, 1041, 1042, 1050, 1051, 1060, 1061}
+    assert served.isdisjoint(flagged_tickets(db))
+
+    build(dbt, env, "--exclude", "resource_type:seed")  # keep the identical texts
+    flagged = flagged_tickets(db)
+    # shared success: valid; shared in flight: held back; shared failure: both retried
+    assert {k: flagged[k][0] for k in served if k in flagged} == {1060: "retry", 1061: "retry"}
+    assert flagged[1061][2] == errored.request_hash
+
+    keys = query(
+        db,
+        "select custom_id, member_custom_id, is_shared_result "
+        "from analytics.stg_enrich_ledger__request_keys order by 1, 2",
+    )
+    assert keys == [
+        ("1040", "1040", False),
+        ("1040", "1041", True),
+        ("1040", "1042", True),
+        ("1041", "1041", False),
+        ("1050", "1050", False),
+        ("1050", "1051", True),
+        ("1060", "1060", False),
+        ("1060", "1061", True),
+    ]
+
+    enriched = by_key(
+        query(
+            db,
+            "select ticket_id, category, summary, batch_id, custom_id, request_hash, attempt, "
+            "is_output_current, is_shared_result from analytics.ticket_triage__enriched "
+            "where ticket_id between 1040 and 1062",
+        )
+    )
+    value = ("bug", "Exports fail.", landed.batch_id, "1040", sent.request_hash, 1, True)
+    assert enriched[1040] == (*value, False)
+    assert enriched[1041] == (*value, True)
+    assert enriched[1042] == (*value, True)
+    assert {k for k, v in enriched.items() if v[0] is not None} == {1040, 1041, 1042}
+    assert query(db, "select count(*) from analytics.ticket_triage__enriched") == [(300,)]
+
+    # reconciliation and failures count API requests, not the keys they served
+    recon = query(
+        db,
+        "select request_count, ledger_request_rows, api_result_count, line_count, "
+        "requests_with_outcome, is_reconciled from analytics.enrich_reconciliation "
+        "order by submission_id",
+    )
+    assert recon == [(1, 1, 1, 1, 1, True), (2, 2, 2, 2, 2, True), (1, 1, None, 0, 0, False)]
+    failures = query(
+        db,
+        "select custom_id, failure_type, is_resolved_later from analytics.enrich_failures "
+        "order by custom_id",
+    )
+    # 1041's own expired request was resolved by the result it shared later
+    assert failures == [("1041", "expired", True), ("1060", "errored_retryable", False)]
+    history = query(db, "select custom_id, is_current from analytics.enrich_history")
+    assert history == [("1040", True)]
+
+    # cost: a shared request is split evenly among the keys it served, sender included
+    cost = usage.batch_cost(HAIKU)
+    costs = by_key(query(db, "select custom_id, total_usd, shared_by from analytics.enrich_costs"))
+    assert costs["1040"][0] == pytest.approx(cost, abs=Decimal("1e-12"))
+    assert {k: v[1] for k, v in costs.items()} == {"1040": 3, "1041": 1, "1050": 2, "1060": 2}
+    by_row = by_key(
+        query(
+            db,
+            "select key_custom_id, request_count, shared_request_count, total_usd, value_usd, "
+            "value_custom_id, is_value_shared, value_shared_by from analytics.enrich_costs_by_row",
+        )
+    )
+    assert set(by_row) == {"1040", "1041", "1042", "1050", "1051", "1060", "1061"}
+    for key, requests, shared in (("1040", 1, 0), ("1041", 2, 1), ("1042", 1, 1)):
+        count, shared_count, total, value_usd, *value_request = by_row[key]
+        assert (count, shared_count) == (requests, shared), key
+        assert total == pytest.approx(cost / 3, abs=Decimal("1e-12")), key
+        assert value_usd == pytest.approx(cost / 3, abs=Decimal("1e-12")), key
+        assert value_request == ["1040", key != "1040", 3], key
+    assert by_row["1061"] == (1, 1, 0, None, None, None, None)
+    assert by_row["1051"][:2] == (1, 1)
+    total_by_row = query(db, "select sum(total_usd) from analytics.enrich_costs_by_row")[0][0]
+    total = query(db, "select sum(total_usd) from analytics.enrich_costs")[0][0]
+    assert total_by_row == pytest.approx(total, abs=Decimal("1e-12"))
+
+    # attempts: a row counts the requests that served it, whoever sent them
+    _same_ticket_text(db, 1060, [1062])  # 1062 now asks the same as 1060 and 1061
+    ledger.add(
+        Batch(
+            "ticket_triage",
+            "landed",
+            [
+                _ticket_request(
+                    flagged,
+                    1060,
+                    errored_line("1060", "api_error", "Internal server error"),
+                    attempt=2,
+                    flag_reason="retry",
+                    shared_with=[{"ticket_id": 1061}],
+                )
+            ],
+            landed_at=T0 + dt.timedelta(days=1),
+        )
+    )
+    ledger.add(
+        Batch(
+            "ticket_triage",
+            "landed",
+            [
+                _ticket_request(
+                    flagged,
+                    1061,
+                    bare_line("1061", "expired"),
+                    attempt=3,
+                    flag_reason="retry",
+                    shared_with=[{"ticket_id": 1060}, {"ticket_id": 1062}],
+                )
+            ],
+            landed_at=T0 + dt.timedelta(days=2),
+        )
+    )
+    build(dbt, env, "--exclude", "resource_type:seed")
+    flagged = flagged_tickets(db)
+    # 1060 and 1061: three requests each (max_attempts 3); 1062 shared one, attempt 3 of
+    # its sender, and may still be retried
+    assert {k: flagged[k][0] for k in (1060, 1061, 1062) if k in flagged} == {1062: "retry"}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -933,14 +1132,31 @@ def test_build_on_duckdb(tmp_path: Path, dbt: DbtHarness) -> None:
             "insert into enrich.results_raw values ('msgbatch_1', '1001', 'succeeded', ?, now())",
             [line],
         )
-    build(dbt, env)
+        # dedupe: ticket 1002 asks exactly what 1001 asks and shares its request
+        conn.execute(
+            "update analytics.example_support_tickets as t set subject = s.subject, body = s.body "
+            "from analytics.example_support_tickets as s "
+            "where s.ticket_id = 1001 and t.ticket_id = 1002"
+        )
+        conn.execute(
+            "insert into enrich.shared_keys values ('sub_1', '1001', '1002', ?)",
+            [_compact({"ticket_id": 1002})],
+        )
+    build(dbt, env, "--exclude", "resource_type:seed")
     with duckdb.connect(str(path)) as conn:
         failure = conn.execute(
             "select failure_reason from analytics.enrich_failures where custom_id = '1001'"
         ).fetchall()
         assert failure == [("urgency: 6 is above maximum 5",)]
         count = conn.execute("select count(*) from analytics.ticket_triage__flagged").fetchone()
-        assert count == (299,)
-        cost = conn.execute("select total_usd from analytics.enrich_costs").fetchone()
+        assert count == (298,)
+        cost = conn.execute("select total_usd, shared_by from analytics.enrich_costs").fetchone()
         assert cost is not None
         assert float(cost[0]) == pytest.approx(float(Usage(400, 30).batch_cost(HAIKU)))
+        assert cost[1] == 2
+        by_row = conn.execute(
+            "select key_custom_id, request_count, shared_request_count, total_usd, has_value "
+            "from analytics.enrich_costs_by_row order by 1"
+        ).fetchall()
+        assert [r[:3] + r[4:] for r in by_row] == [("1001", 1, 0, False), ("1002", 1, 1, False)]
+        assert [float(r[3]) for r in by_row] == pytest.approx([float(cost[0]) / 2] * 2)
