@@ -178,21 +178,26 @@ join {requests} as q on q.submission_id = s.submission_id and q.custom_id = s.cu
 group by q.enrichment
 """
 
-# calibration: per prompt_version, landed input tokens per params byte, and output tokens
+# calibration: per prompt_version, landed input tokens per params byte, and output
+# tokens, over the most recent succeeded results (bounded: it runs on every sync)
 CALIBRATION: Final = """
-select r.prompt_version, count(*),
-    sum(r.params_bytes),
-    sum(coalesce((x.line -> 'result' -> 'message' -> 'usage' ->> 'input_tokens')::bigint, 0)
-        + coalesce((x.line -> 'result' -> 'message' -> 'usage'
-            ->> 'cache_creation_input_tokens')::bigint, 0)
-        + coalesce((x.line -> 'result' -> 'message' -> 'usage'
-            ->> 'cache_read_input_tokens')::bigint, 0)),
-    sum(coalesce((x.line -> 'result' -> 'message' -> 'usage' ->> 'output_tokens')::bigint, 0))
-from {results_raw} as x
-join {batches} as b on b.batch_id = x.batch_id
-join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
-where x.result_type = 'succeeded' and r.enrichment = %(enrichment)s
-group by r.prompt_version
+with recent as (
+    select r.prompt_version, r.params_bytes,
+        x.line -> 'result' -> 'message' -> 'usage' as u
+    from {results_raw} as x
+    join {batches} as b on b.batch_id = x.batch_id
+    join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
+    where x.result_type = 'succeeded' and r.enrichment = %(enrichment)s
+    order by x.landed_at desc
+    limit %(recent)s
+)
+select prompt_version, count(*), sum(params_bytes),
+    sum(coalesce((u ->> 'input_tokens')::bigint, 0)
+        + coalesce((u ->> 'cache_creation_input_tokens')::bigint, 0)
+        + coalesce((u ->> 'cache_read_input_tokens')::bigint, 0)),
+    sum(coalesce((u ->> 'output_tokens')::bigint, 0))
+from recent
+group by prompt_version
 """
 
 REQUEST_COLUMNS: Final = (

@@ -62,8 +62,9 @@ class LedgerReads(ABC):
         return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
 
     # ----------------------------------------------------------- cost controls
-    def calibration(self, enrichment: str) -> list[Calibration]:
-        rows = self._read(q.CALIBRATION, {"enrichment": enrichment})
+    def calibration(self, enrichment: str, recent: int = 20_000) -> list[Calibration]:
+        """Landed usage per prompt_version, over the `recent` latest succeeded results."""
+        rows = self._read(q.CALIBRATION, {"enrichment": enrichment, "recent": recent})
         return [Calibration(str(r[0]), *(int(v or 0) for v in r[1:])) for r in rows]
 
     def estimated_since(self, enrichment: str, since: datetime) -> float:

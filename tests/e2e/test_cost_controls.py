@@ -144,6 +144,22 @@ def test_budget_sends_oldest_that_fit_exits_4_and_approve_lets_the_rest_through(
     p.edit_declaration(TICKETS, budget_usd=budget)
     p.build()
 
+    # the estimate command and a dry run print the same estimate and send nothing
+    project = ["--project-dir", str(p.project), "--profiles-dir", str(p.project)]
+    shown = CliRunner().invoke(
+        main, ["estimate", *project, "--target", p.target, "-s", TICKETS, "--json"]
+    )
+    assert shown.exit_code == EXIT_OK, shown.output
+    (doc,) = json.loads(shown.stdout)["estimates"]
+    assert doc["usd_expected"] == pytest.approx(total.usd_expected, rel=1e-12)
+    dry = _sync_cli(p, "--select", TICKETS, "--dry-run", "--json")
+    assert dry.exit_code == EXIT_BUDGET
+    dry_doc = json.loads(dry.stdout)
+    assert dry_doc["estimates"][0]["usd_expected"] == pytest.approx(total.usd_expected, rel=1e-12)
+    assert dry_doc["budget_stops"][0]["held_back"] > 0
+    assert emulator.stats()["requests_received"] == 0
+    assert p.query("select count(*) from enrich.deferrals")[0][0] == 0
+
     first = _sync_cli(p, "--select", TICKETS)
     assert first.exit_code == EXIT_BUDGET, first.output
     message = first.stderr
