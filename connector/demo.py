@@ -2,9 +2,10 @@
 
 Starts the Batch API emulator (no API key needed) and, for TARGET=postgres, a private
 Postgres cluster; then runs the loop a user runs — `dbt build`, `enrich sync --wait`,
-`dbt build` — twice (the second round retries what failed), and prints enriched rows,
-failures and costs. Like the CLI, this module sits outside the connector core: it is
-the one place besides the tests that starts the emulator.
+`dbt build` — twice (the second round retries what failed), and prints the estimate
+before the first submission, then enriched rows, failures, costs and `enrich status`.
+Like the CLI, this module sits outside the connector core: it is the one place besides
+the tests that starts the emulator.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def _dbt_build(console: Console) -> None:
     started = time.monotonic()
     run_dbt(["build"], ROOT, ROOT, None)
     console.log(f"dbt build: ok ({time.monotonic() - started:.1f}s)")
+
+
+def _estimate(console: Console) -> None:
+    from connector.commands import estimate
+    from connector.render import estimate_table
+    from connector.settings import Settings
+
+    estimate_table(estimate(Settings(project_dir=ROOT, profiles_dir=ROOT)), console)
+
+
+def _status(console: Console) -> None:
+    from connector.commands import status
+    from connector.render import status_table
+    from connector.settings import Settings
+
+    status_table(status(Settings(project_dir=ROOT, profiles_dir=ROOT)), console)
 
 
 def _sync(console: Console) -> None:
@@ -151,9 +168,12 @@ def main() -> None:
         for round_no in (1, 2):
             console.log(f"[bold]round {round_no}[/bold]")
             _dbt_build(console)
+            if round_no == 1:  # what it will cost, before anything is sent
+                _estimate(console)
             _sync(console)
         _dbt_build(console)
         _show(query, console)
+        _status(console)
         stats = emulator.stats()
     console.print(
         f"The emulator received {stats['requests_received']} requests in "

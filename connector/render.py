@@ -83,14 +83,32 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+SPEND_COLUMNS = (
+    "spend_today_usd",
+    "spend_total_usd",
+    "in_flight_estimated_usd",
+    "requests_saved",
+)
+
+
 def status_table(rows: list[StatusRow], console: Console) -> None:
-    table = Table(title="enrich status")
+    """Two tables: where the requests are, then what they cost."""
     names = [f.name for f in dataclasses.fields(StatusRow)]
-    for n in names:
-        table.add_column(n.replace("_", " "), justify="left" if n == "enrichment" else "right")
-    for r in rows:
-        table.add_row(*(_cell(getattr(r, n)) for n in names))
-    console.print(table)
+    progress = [n for n in names if n not in SPEND_COLUMNS]
+    for title, columns in (
+        ("enrich status", progress),
+        ("enrich status: spend (batch prices)", ["enrichment", *SPEND_COLUMNS]),
+    ):
+        table = Table(title=title)
+        for n in columns:
+            table.add_column(
+                n.replace("_", " ").replace(" usd", ""),
+                justify="left" if n == "enrichment" else "right",
+                no_wrap=n == "enrichment",
+            )
+        for r in rows:
+            table.add_row(*(_cell(getattr(r, n)) for n in columns))
+        console.print(table)
 
 
 def estimate_table(estimates: list[Estimate], console: Console) -> None:
