@@ -145,7 +145,7 @@ class _Submitter:
     def _create(self, body: _BatchBody) -> None:
         name = self.enrichment.name
         n = len(body.records)
-        shared = sum(len(r.shared) for r in body.records)
+        shared = sum(len(r.shared or ()) for r in body.records)
         estimated = sum(r.estimated_usd or 0.0 for r in body.records)
         if self.api is None:  # dry run
             self.report.submitted += n
@@ -196,7 +196,7 @@ class _Submitter:
         log.error("enrichment=%s submission=%s not created: %s", self.enrichment.name, sid, why)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A flagged row that passed every check and may be sent now."""
 
@@ -316,6 +316,8 @@ def submit_enrichment(
             if p.dedupe_key is not None:
                 sender = sub.body.senders.get(p.dedupe_key)
                 if sender is not None:
+                    if sender.shared is None:
+                        sender.shared = []
                     sender.shared.append((p.record.custom_id, p.record.primary_key_json))
                     continue
             p.record.estimated_usd = cost(p.record)

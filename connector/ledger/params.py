@@ -93,7 +93,7 @@ def request_columns(
 
 def shared_key_params(submission_id: str, requests: Sequence[RequestRecord]) -> Params | None:
     """The dedupe members of an intent's requests, for `queries.INSERT_SHARED_KEYS`."""
-    rows = [(r.custom_id, member, key) for r in requests for member, key in r.shared]
+    rows = [(r.custom_id, member, key) for r in requests for member, key in r.shared or ()]
     if not rows:
         return None
     return {
@@ -106,7 +106,7 @@ def shared_key_params(submission_id: str, requests: Sequence[RequestRecord]) -> 
 
 def sent_ids_params(enrichment: str, requests: Sequence[RequestRecord]) -> Params:
     """Every custom_id an intent serves (its requests and their dedupe members)."""
-    ids = [r.custom_id for r in requests] + [m for r in requests for m, _ in r.shared]
+    ids = [r.custom_id for r in requests] + [m for r in requests for m, _ in r.shared or ()]
     return {"enrichment": enrichment, "ids": ids}
 
 
