@@ -201,9 +201,14 @@ class Pending:
     """A flagged row that passed every check and may be sent now."""
 
     record: RequestRecord
-    line: bytes
-    params: dict[str, object]
+    line: bytes  # the request element; its params are not kept (GC pressure at 100k rows)
     dedupe_key: bytes | None  # identical requests share one (with `dedupe: true`)
+
+    @property
+    def params(self) -> dict[str, object]:
+        """The Messages params, decoded again from the line (for the few that need it)."""
+        params: dict[str, object] = orjson.loads(self.line)["params"]
+        return params
 
 
 def _flagged_columns(ledger: Ledger, enrichment: Enrichment) -> list[str]:
@@ -268,7 +273,7 @@ def pending_requests(
                 params_bytes=prepared.size,
             )
             dedupe_key = identity(prepared.params) if decl.dedupe else None
-            prepared_rows.append(Pending(record, prepared.line, prepared.params, dedupe_key))
+            prepared_rows.append(Pending(record, prepared.line, dedupe_key))
         pairs = [(p.record.custom_id, p.record.request_hash) for p in prepared_rows]
         history = ledger.history(enrichment.name, pairs)
         ready: list[Pending] = []
