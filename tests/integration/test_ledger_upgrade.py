@@ -1,0 +1,58 @@
+"""A version-1 ledger (before cost controls) is upgraded in place by the next sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from harness.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
+
+from connector.settings import Settings
+from connector.sync import LEDGER_VERSION, sync
+
+# what a version-1 ledger lacked
+DOWNGRADE = (
+    "alter table enrich.requests drop column estimated_usd",
+    "drop table enrich.shared_keys",
+    "drop table enrich.deferrals",
+    "delete from enrich.ledger_version",
+    "insert into enrich.ledger_version (version) values (1)",
+)
+
+
+def _execute(wh: Warehouse, statements: tuple[str, ...]) -> None:
+    if isinstance(wh, PostgresWarehouse):
+        with psycopg.connect(wh.db.conninfo) as conn:
+            for statement in statements:
+                conn.execute(statement.encode())
+    else:
+        assert isinstance(wh, DuckDBWarehouse)
+        with wh.connect() as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+
+def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
+) -> None:
+    rows = [(i, f"Item {i}: a widget in colour {i % 7}") for i in range(60)]
+    enrich_env.create_source("items", rows[:50])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
+    assert sum(s.submitted for s in sync(settings).submitted) == 50
+    _execute(enrich_env, DOWNGRADE)
+
+    enrich_env.insert_rows("items", rows[50:])
+    report = sync(settings)
+
+    assert report.errors == []
+    assert sum(s.submitted for s in report.submitted) == 10  # the 50 stay done
+    assert enrich_env.fetch("select max(version) from enrich.ledger_version") == [(LEDGER_VERSION,)]
+    # the column is back; this project has never seeded its price table, so the new
+    # requests carry no estimate either
+    assert enrich_env.fetch("select count(*), count(estimated_usd) from enrich.requests") == [
+        (60, 0)
+    ]
+    assert enrich_env.fetch("select count(*) from enrich.shared_keys") == [(0,)]
+    assert enrich_env.fetch("select count(*) from enrich.deferrals") == [(0,)]
+    assert enrich_env.count("enrich", "results_raw") == 60
