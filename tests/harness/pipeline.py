@@ -41,6 +41,10 @@ class Pipeline:
     def build(self) -> None:
         run_dbt(["build"], self.project, self.project, self.target)
 
+    def dbt(self, *args: str) -> None:
+        """Any other dbt command (a test that needs less than a whole build)."""
+        run_dbt(list(args), self.project, self.project, self.target)
+
     def sync(self, *select: str) -> SyncReport:
         settings = Settings(
             project_dir=self.project, profiles_dir=self.project, target=self.target,

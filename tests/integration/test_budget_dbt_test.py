@@ -72,7 +72,8 @@ def dbt(p: Pipeline, command: str, max_pending_usd: float | None = None, *extra:
 
 
 def build(p: Pipeline, max_pending_usd: float | None = None, *extra: str) -> DbtRun:
-    return dbt(p, "build", max_pending_usd, *extra)
+    """`dbt build` without the package's unit tests (the e2e tests run those)."""
+    return dbt(p, "build", max_pending_usd, "--exclude-resource-type", "unit_test", *extra)
 
 
 def run_gate(p: Pipeline, max_pending_usd: float) -> DbtRun:
