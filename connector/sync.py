@@ -7,6 +7,7 @@ nothing is in flight. Never blocks otherwise: a scheduler calls it every few min
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +77,19 @@ def ensure_ledger(project: Project, ledger: Ledger) -> None:
 
 
 @contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Keep the garbage collector off what exists now (dbt's parsed project, imports):
+    the submit loop allocates per row and each full collection would walk it all again
+    (about a third of the CPU of a 100k-row submit). Unfrozen afterwards, so nothing
+    that becomes garbage later is kept."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextmanager
 def opened(settings: Settings) -> Iterator[tuple[Project, Ledger]]:
     project = load_project(settings.project_dir, settings.profiles_dir, settings.target)
     ledger = open_ledger(project.target, project.ledger_schema)
@@ -132,9 +146,10 @@ def _run(
         if enrichment not in selected:
             continue
         try:
-            sub = _submit_within_budget(
-                ledger, api, enrichment, settings, prices, run_budget, report, on_progress
-            )
+            with _gc_frozen():
+                sub = _submit_within_budget(
+                    ledger, api, enrichment, settings, prices, run_budget, report, on_progress
+                )
         except AccountError:
             raise
         except EnrichError as exc:

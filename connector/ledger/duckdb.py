@@ -356,7 +356,8 @@ class DuckDBLedger(LedgerReads):
             shared = shared_key_params(submission_id, requests)
             if shared is not None:
                 self._run(self._q(q.INSERT_SHARED_KEYS), shared)
-            self._run(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
+            if self._run(self._q(q.ANY_DEFERRALS), {"enrichment": enrichment}):
+                self._run(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
 
     def _write(self, steps: Sequence[tuple[str, Params]]) -> None:
         with self._transaction():

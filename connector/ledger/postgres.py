@@ -147,7 +147,9 @@ class PostgresLedger(LedgerReads):
             shared = shared_key_params(submission_id, requests)
             if shared is not None:
                 cur.execute(self._q(q.INSERT_SHARED_KEYS), shared)
-            cur.execute(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
+            cur.execute(self._q(q.ANY_DEFERRALS), {"enrichment": enrichment})
+            if cur.fetchone() is not None:
+                cur.execute(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
 
     def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:

@@ -107,6 +107,10 @@ select %(sid)s, unnest(%(custom_id)s::text[]), unnest(%(member)s::text[]),
     unnest(%(primary_key)s::text[])::jsonb
 """
 
+# whether a budget holds anything back for an enrichment (the delete below sends every
+# custom_id of the intent: skipped when there is nothing to delete)
+ANY_DEFERRALS: Final = "select 1 from {deferrals} where enrichment = %(enrichment)s limit 1"
+
 # rows of an intent are no longer held back by a budget
 DELETE_DEFERRALS: Final = """
 delete from {deferrals} where enrichment = %(enrichment)s and custom_id = any(%(ids)s::text[])
