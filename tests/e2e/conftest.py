@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, pipeline_in_env
 from harness.postgres import PgDatabase
 from harness.warehouses import (
     DUCKDB_FILE,
@@ -40,9 +40,4 @@ def pipeline(
         warehouse = PostgresWarehouse(db)
     else:
         warehouse = DuckDBWarehouse(tmp_path / DUCKDB_FILE)
-    for key, value in warehouse.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-e2e")
-    monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    return Pipeline(tmp_path, warehouse)
+    return pipeline_in_env(tmp_path, warehouse, emulator.base_url, "sk-ant-e2e", monkeypatch)

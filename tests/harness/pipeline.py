@@ -20,6 +20,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COPIED = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
 
 
+def pipeline_in_env(
+    root: Path, warehouse: Warehouse, base_url: str, api_key: str, monkeypatch: Any
+) -> Pipeline:
+    """A copied example project whose dbt and connector talk to `warehouse` and to the
+    emulator at `base_url` (the environment is set through pytest's `monkeypatch`)."""
+    for key, value in warehouse.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", api_key)
+    monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    return Pipeline(root, warehouse)
+
+
 class Pipeline:
     """`warehouse` is where dbt and the connector write (tests/harness/warehouses.py);
     inspection queries are written once, in the Postgres dialect."""

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, pipeline_in_env
 from harness.warehouses import Warehouse
 
 from connector.emulator import EmulatorConfig, run_emulator
@@ -62,12 +62,9 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[Any]:
 def pipeline(
     warehouse: Warehouse, tmp_path: Path, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Pipeline:
-    for key, value in warehouse.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-caching-test")
-    monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    return Pipeline(tmp_path, warehouse)
+    return pipeline_in_env(
+        tmp_path, warehouse, emulator.base_url, "sk-ant-caching-test", monkeypatch
+    )
 
 
 def declaration(p: Pipeline) -> dict[str, Any]:
