@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from connector.declaration import Declaration
@@ -45,8 +45,12 @@ class BudgetStop:
     submitted_usd: float
     held_back: int
 
-    @property
-    def message(self) -> str:
+    message: str = field(default="", compare=False)  # filled in: names all of the above
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", self._message())
+
+    def _message(self) -> str:
         if self.estimate_usd is None:
             return (
                 f"{self.enrichment}: {self.limit.source} applies but the model has no price "

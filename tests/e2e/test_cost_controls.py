@@ -163,6 +163,7 @@ def test_budget_sends_oldest_that_fit_exits_4_and_approve_lets_the_rest_through(
     dry_doc = json.loads(dry.stdout)
     assert dry_doc["estimates"][0]["usd_expected"] == pytest.approx(total.usd_expected, rel=1e-12)
     assert dry_doc["budget_stops"][0]["held_back"] > 0
+    assert "--approve-usd" in dry_doc["budget_stops"][0]["message"]
     assert emulator.stats()["requests_received"] == 0
     assert p.query("select count(*) from enrich.deferrals")[0][0] == 0
 

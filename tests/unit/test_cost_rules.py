@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.budgets import oldest_first, select_within, usd
+from connector.budgets import BudgetStop, Limit, oldest_first, select_within, usd
 from connector.errors import ConfigError
 from connector.estimate import OutputModel, PendingRow, calibrated_models, fit
 from connector.ledger.base import Calibration
@@ -86,3 +86,15 @@ def test_a_dedupe_key_is_paid_once_and_its_riders_are_free() -> None:
 def test_usd_shows_cents_above_a_dollar_and_four_decimals_below() -> None:
     assert usd(12.345) == "$12.35"
     assert usd(0.01234) == "$0.0123"
+
+
+def test_a_budget_stop_names_enrichment_estimate_budget_and_the_way_out() -> None:
+    stop = BudgetStop("tickets", 12.3456, Limit(5.0, "budget_usd, per run"), 300, 120, 4.99, 180)
+    assert stop.message == (
+        "tickets: estimate $12.35 for 300 requests is over the budget of $5.00 "
+        "(budget_usd, per run); submitted 120 requests ($4.99), held back 180 rows for a "
+        "later run (oldest first). To send them now: "
+        "enrich sync --select tickets --approve-usd 12.35"
+    )
+    unpriced = BudgetStop("tickets", None, Limit(5.0, "--max-usd"), 300, 0, 0.0, 0)
+    assert "no price" in unpriced.message and "--max-usd" in unpriced.message
