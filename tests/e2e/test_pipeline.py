@@ -32,7 +32,7 @@ def test_examples_flow_through_and_changes_are_flagged_precisely(
     pipeline: Pipeline, emulator: Any
 ) -> None:
     p = pipeline
-    p.build()
+    p.build(unit_tests=True)  # the package's unit tests, once per warehouse
     assert len(p.flagged("ticket_triage")) == TICKETS
     assert set(p.flagged("review_aspects").values()) == {"new"}
     emulator.set_faults("item_api_error=0.06,item_invalid_request=0.04,seed=4")

@@ -51,8 +51,11 @@ class Pipeline:
                 shutil.copy2(src, dst)
 
     # --- the loop
-    def build(self) -> None:
-        run_dbt(["build"], self.project, self.project, self.target)
+    def build(self, *, unit_tests: bool = False) -> None:
+        """`dbt build`; the package's unit tests only when asked (they do not depend on
+        the data, and one build per warehouse that runs them is enough)."""
+        skip = [] if unit_tests else ["--exclude-resource-type", "unit_test"]
+        run_dbt(["build", *skip], self.project, self.project, self.target)
 
     def dbt(self, *args: str) -> None:
         """Any other dbt command (a test that needs less than a whole build)."""
