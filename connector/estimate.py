@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from connector.api import BatchApi
 from connector.errors import ConfigError, TransientApiError
@@ -291,7 +291,9 @@ def _price(est: Estimate, price: Price | None) -> None:
 
 
 def utc_day_start(now: datetime) -> datetime:
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    """Midnight UTC of `now`'s day (the warehouse may answer in its session's zone)."""
+    utc = now.astimezone(UTC) if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return utc.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def require_price(prices: dict[str, Price], enrichment: Enrichment) -> Price:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from connector.budgets import BudgetStop, Limit, oldest_first, select_within, usd
 from connector.errors import ConfigError
-from connector.estimate import OutputModel, PendingRow, calibrated_models, fit
+from connector.estimate import OutputModel, PendingRow, calibrated_models, fit, utc_day_start
 from connector.ledger.base import Calibration
 from connector.pricing import Price, price_table
 
@@ -98,3 +98,11 @@ def test_a_budget_stop_names_enrichment_estimate_budget_and_the_way_out() -> Non
     )
     unpriced = BudgetStop("tickets", None, Limit(5.0, "--max-usd"), 300, 0, 0.0, 0)
     assert "no price" in unpriced.message and "--max-usd" in unpriced.message
+
+
+def test_the_budget_day_starts_at_midnight_utc_whatever_the_session_zone() -> None:
+    tokyo = timezone(timedelta(hours=9))
+    # 08:30 in Tokyo on the 27th is 23:30 UTC on the 26th
+    start = utc_day_start(datetime(2026, 11, 27, 8, 30, tzinfo=tokyo))
+    assert start == datetime(2026, 11, 26, tzinfo=UTC)
+    assert utc_day_start(datetime(2026, 11, 26, 23, 59)) == datetime(2026, 11, 26, tzinfo=UTC)
