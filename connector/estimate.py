@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +62,7 @@ class PendingRow:
     max_tokens: int
     dedupe_key: bytes | None
     tokens: float | None = None  # counted (exact), else from the token model
+    rides: bool = False  # dedupe: an earlier row's identical request would serve it
 
 
 @dataclass
@@ -122,6 +123,13 @@ def calibrated_models(
     return tokens, output
 
 
+def uncounted_token_model(calibrated: TokenModel | None) -> TokenModel:
+    """Without count_tokens: the calibrated ratio, else the last resort."""
+    return calibrated or TokenModel(
+        f"{BYTES_PER_TOKEN:g} bytes per token (no landed usage)", 1 / BYTES_PER_TOKEN
+    )
+
+
 def fit(samples: Sequence[tuple[int, int]]) -> tuple[float, float]:
     """Least squares tokens = a + b·bytes over (bytes, tokens); a ratio if degenerate."""
     n = len(samples)
@@ -179,7 +187,7 @@ def estimate_enrichment(
             if p.dedupe_key is not None:
                 if p.dedupe_key in seen_keys:
                     est.shared += 1
-                    est.rows.append(_row(p.record, p.dedupe_key))
+                    est.rows.append(_row(p.record, p.dedupe_key, rides=True))
                     continue
                 seen_keys.add(p.dedupe_key)
             sendable.append(p)
@@ -208,8 +216,10 @@ def estimate_enrichment(
     return est
 
 
-def _row(record: RequestRecord, dedupe_key: bytes | None) -> PendingRow:
-    return PendingRow(record.custom_id, record.params_bytes, record.max_tokens, dedupe_key)
+def _row(record: RequestRecord, dedupe_key: bytes | None, rides: bool = False) -> PendingRow:
+    return PendingRow(
+        record.custom_id, record.params_bytes, record.max_tokens, dedupe_key, rides=rides
+    )
 
 
 def _estimate_tokens(
@@ -223,7 +233,7 @@ def _estimate_tokens(
     decl = enrichment.declaration
     calibrated, output = calibrated_models(ledger.calibration(enrichment.name), decl.prompt_version)
     est.output_method = output.method
-    senders = list(_senders(est.rows))
+    senders = [row for row in est.rows if not row.rides]
     model: TokenModel | None = None
     if reservoir:
         counts = counter.count([params for _, _, params in reservoir])
@@ -243,9 +253,7 @@ def _estimate_tokens(
     est.counted = counted if model is None else len(reservoir)
     if model is None and counted < len(senders):
         why = f"count_tokens unavailable: {counter.failure}" if counter.failure else ""
-        model = calibrated or TokenModel(
-            f"{BYTES_PER_TOKEN:g} bytes per token (no landed usage)", 1 / BYTES_PER_TOKEN
-        )
+        model = uncounted_token_model(calibrated)
         method = f"{model.method}; {why}" if why else model.method
         if counted:
             method = f"count_tokens: {counted} of {len(senders)} requests; the rest: {method}"
@@ -268,17 +276,6 @@ def _estimate_tokens(
     for row in est.rows:
         if row.tokens is None and row.dedupe_key is not None:
             row.tokens = by_key.get(row.dedupe_key)
-
-
-def _senders(rows: Sequence[PendingRow]) -> Iterator[PendingRow]:
-    """The rows that would be sent: every row but a dedupe key's later ones."""
-    seen: set[bytes] = set()
-    for row in rows:
-        if row.dedupe_key is not None:
-            if row.dedupe_key in seen:
-                continue
-            seen.add(row.dedupe_key)
-        yield row
 
 
 def _price(est: Estimate, price: Price | None) -> None:

@@ -19,10 +19,10 @@ from connector.budgets import BudgetStop, RunBudget, oldest_first, select_within
 from connector.errors import AccountError, ConfigError, EnrichError
 from connector.estimate import (
     Estimate,
-    TokenModel,
     calibrated_models,
     estimate_enrichment,
     load_prices,
+    uncounted_token_model,
     utc_day_start,
 )
 from connector.landing import LandReport, poll_and_land
@@ -197,7 +197,7 @@ def _submit_within_budget(
             report.estimates.append(estimate)
     if limit is None:
         tokens, output = calibrated_models(ledger.calibration(enrichment.name), decl.prompt_version)
-        model = tokens or TokenModel("4 bytes per token", 0.25)
+        model = uncounted_token_model(tokens)
 
         def cost(record: RequestRecord) -> float | None:
             if price is None:
