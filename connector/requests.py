@@ -4,7 +4,8 @@
   system prompt, structured output or forced tool), with prompt-cache breakpoints.
 - ``encode_request_line``: one ``{"custom_id", "params"}`` element of the batch body's
   ``requests`` array, as compact JSON bytes (no newline, no comma: the writer joins).
-- ``check_row`` / ``check_size``: why a row cannot be sent (a rejection reason), or None.
+- ``check_row`` / ``check_size`` / ``check_max_tokens``: why a row cannot be sent (a
+  rejection reason), or None.
 - ``prepare_request``: all of the above for one row, returning the request or the
   rejection, so that one bad row never sinks a batch.
 """
@@ -12,9 +13,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
 
 import orjson
 
@@ -24,6 +27,17 @@ from connector.declaration import Declaration
 #: ``{"requests":[`` + ``]}``: what a batch body adds around its request elements.
 BODY_ENVELOPE_BYTES = len(b'{"requests":[]}')
 NUL = "\x00"
+
+#: The largest ``max_tokens`` each model accepts (Anthropic's models overview; the API
+#: answers a larger value with ``invalid_request_error``). A dated id (``...-20251001``)
+#: has its alias's limit; a model not listed is not capped here, the API judges it.
+MODEL_MAX_OUTPUT_TOKENS: Final[Mapping[str, int]] = {
+    "claude-haiku-4-5": 64_000,
+    "claude-sonnet-4-5": 64_000,
+    "claude-sonnet-4-6": 64_000,
+    "claude-opus-4-5": 64_000,
+    "claude-opus-4-6": 128_000,
+}
 
 
 def cache_control(decl: Declaration) -> dict[str, str] | None:
@@ -126,6 +140,51 @@ def check_row(
     return None
 
 
+def model_max_output_tokens(model: str) -> int | None:
+    """The largest ``max_tokens`` ``model`` accepts, or None when it is not known here."""
+    for alias, limit in MODEL_MAX_OUTPUT_TOKENS.items():
+        if model == alias or (model.startswith(alias + "-") and model[len(alias) + 1 :].isdigit()):
+            return limit
+    return None
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is a finite whole number (int, float or Decimal, not
+    bool), else None. Text is not a number here: a view's column has a type."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return None
+
+
+def check_max_tokens(value: object, model: str, *, declared: int) -> str | None:
+    """Why a flagged view's ``max_tokens`` value cannot be sent, or None.
+
+    A value must be a whole number from 1 to the model's output limit (when known);
+    0, a negative, a fraction, NaN, infinity, text or a boolean are refused, naming the
+    value and the fix. ``declared`` is the declaration's ``max_tokens`` (what a null
+    in the view means).
+    """
+    limit = model_max_output_tokens(model)
+    tokens = _whole_number(value)
+    if tokens is not None and tokens >= 1 and (limit is None or tokens <= limit):
+        return None
+    allowed = "a whole number >= 1" if limit is None else f"a whole number from 1 to {limit:,}"
+    shown = repr(value) if isinstance(value, str | bool) else str(value)
+    problem = f"flagged view column 'max_tokens' is {shown} ({type(value).__name__})"
+    if tokens is not None and limit is not None and tokens > limit:
+        problem += f", over {model}'s output limit of {limit:,} tokens"
+    return (
+        f"{problem}: it must be {allowed}; fix the view's max_tokens, or leave it null to "
+        f"send the declaration's max_tokens ({declared})"
+    )
+
+
 def check_size(line: bytes, limit: int) -> str | None:
     """Why an encoded request is too big to send, or None."""
     if len(line) > limit:
@@ -150,6 +209,13 @@ class PreparedRequest:
     def size(self) -> int:
         return len(self.line)
 
+    @property
+    def max_tokens(self) -> int:
+        """The ``max_tokens`` sent (the view's override, or the declaration's)."""
+        tokens = self.params["max_tokens"]
+        assert isinstance(tokens, int)
+        return tokens
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -164,13 +230,15 @@ def prepare_request(
     key: Mapping[str, object],
     prompt: object,
     *,
-    max_tokens: int | None = None,
+    max_tokens: object = None,
     byte_limit: int | None = None,
 ) -> PreparedRequest | Rejection:
     """One flagged row → its request, or the reason it is rejected.
 
-    ``key`` maps each of ``decl.primary_key``'s columns to the row's value; ``byte_limit``
-    defaults to what fits in one batch body of ``decl.max_batch_bytes``.
+    ``key`` maps each of ``decl.primary_key``'s columns to the row's value;
+    ``max_tokens`` is the flagged view's value as read (None: the declaration's), checked
+    by ``check_max_tokens``; ``byte_limit`` defaults to what fits in one batch body of
+    ``decl.max_batch_bytes``.
     """
     key_dict = dict(key)
     missing = [c for c in decl.primary_key if c not in key_dict]
@@ -181,11 +249,17 @@ def prepare_request(
     if reason is not None:
         return Rejection(ordered, reason)
     assert isinstance(prompt, str)  # check_row guarantees it
+    tokens: int | None = None
+    if max_tokens is not None:
+        reason = check_max_tokens(max_tokens, decl.model, declared=decl.max_tokens)
+        if reason is not None:
+            return Rejection(ordered, reason)
+        tokens = _whole_number(max_tokens)
     try:
         custom_id = custom_id_for(list(ordered.values()))
     except (TypeError, ValueError) as exc:
         return Rejection(ordered, f"primary key cannot be encoded: {exc}")
-    params = build_params(decl, prompt, max_tokens)
+    params = build_params(decl, prompt, tokens)
     try:
         line = encode_request_line(custom_id, params)
     except orjson.JSONEncodeError as exc:

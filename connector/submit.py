@@ -248,8 +248,7 @@ def pending_requests(
             report.flagged += 1
             key = dict(zip(decl.primary_key, row[:nkey], strict=True))
             override = row[idx["max_tokens"]] if "max_tokens" in idx else None
-            max_tokens = int(override) if isinstance(override, int | float) else decl.max_tokens
-            prepared = prepare_request(decl, key, row[nkey], max_tokens=max_tokens)
+            prepared = prepare_request(decl, key, row[nkey], max_tokens=override)
             if isinstance(prepared, Rejection):
                 report.rejected.append((_safe_key_json(prepared.key), prepared.reason))
                 continue
@@ -269,7 +268,7 @@ def pending_requests(
                 flag_reason=str(flag or "new"),
                 model=decl.model,
                 prompt_version=decl.prompt_version,
-                max_tokens=max_tokens,
+                max_tokens=prepared.max_tokens,
                 params_bytes=prepared.size,
             )
             dedupe_key = identity(prepared.params) if decl.dedupe else None

@@ -23,10 +23,12 @@ from connector.requests import (
     PreparedRequest,
     Rejection,
     build_params,
+    check_max_tokens,
     check_row,
     check_size,
     encode_request_line,
     fallback_request_hash,
+    model_max_output_tokens,
     prepare_request,
 )
 
@@ -387,3 +389,83 @@ def test_declaration_with_date_keys() -> None:
     prepared = prepare_request(d, {"day": dt.date(2024, 5, 1)}, "p")
     assert isinstance(prepared, PreparedRequest)
     assert prepared.custom_id == "2024-05-01"
+
+
+# -- the flagged view's max_tokens -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        (None, 256),  # null: the declaration's
+        (512, 512),
+        (1, 1),
+        (64_000, 64_000),  # claude-haiku-4-5's limit itself
+        (1024.0, 1024),  # a float column holding a whole number
+        (Decimal("768"), 768),  # a Postgres numeric column
+        (Decimal("768.000"), 768),
+    ],
+)
+def test_view_max_tokens_that_can_be_sent(value: object, sent: int) -> None:
+    prepared = prepare_request(PLAIN, {"ticket_id": 1}, "p", max_tokens=value)
+    assert isinstance(prepared, PreparedRequest)
+    assert prepared.max_tokens == sent
+    assert json.loads(prepared.line)["params"]["max_tokens"] == sent
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "is 0 (int)"),
+        (-5, "is -5 (int)"),
+        (float("nan"), "is nan (float)"),
+        (float("inf"), "is inf (float)"),
+        (float("-inf"), "is -inf (float)"),
+        (2.5, "is 2.5 (float)"),
+        (Decimal("NaN"), "is NaN (Decimal)"),
+        (Decimal("Infinity"), "is Infinity (Decimal)"),
+        (Decimal("12.5"), "is 12.5 (Decimal)"),
+        ("512", "is '512' (str)"),
+        ("lots", "is 'lots' (str)"),
+        (True, "is True (bool)"),
+        (64_001, "is 64001 (int), over claude-haiku-4-5's output limit of 64,000 tokens"),
+        (10**30, f"is {10**30} (int), over claude-haiku-4-5's output limit"),
+    ],
+)
+def test_view_max_tokens_that_cannot_be_sent_reject_the_row(value: object, shown: str) -> None:
+    rejected = prepare_request(PLAIN, {"ticket_id": 7}, "p", max_tokens=value)
+    assert isinstance(rejected, Rejection)
+    assert rejected.key == {"ticket_id": 7}
+    assert f"flagged view column 'max_tokens' {shown}" in rejected.reason
+    assert "fix the view's max_tokens" in rejected.reason
+    assert "a whole number from 1 to 64,000" in rejected.reason
+    assert "declaration's max_tokens (256)" in rejected.reason
+
+
+def test_unknown_model_has_no_output_ceiling_but_keeps_the_other_rules() -> None:
+    other = decl(model="claude-future-9")
+    assert model_max_output_tokens("claude-future-9") is None
+    assert isinstance(
+        prepare_request(other, {"ticket_id": 1}, "p", max_tokens=10**6), PreparedRequest
+    )
+    rejected = prepare_request(other, {"ticket_id": 1}, "p", max_tokens=0)
+    assert isinstance(rejected, Rejection) and "a whole number >= 1" in rejected.reason
+
+
+@pytest.mark.parametrize(
+    ("model", "limit"),
+    [
+        ("claude-haiku-4-5", 64_000),
+        ("claude-haiku-4-5-20251001", 64_000),
+        ("claude-opus-4-6", 128_000),
+        ("claude-haiku-4-5-preview", None),  # not a dated id of the alias
+        ("claude-haiku-4", None),
+    ],
+)
+def test_model_output_limits_cover_dated_ids(model: str, limit: int | None) -> None:
+    assert model_max_output_tokens(model) == limit
+
+
+def test_check_max_tokens_accepts_what_it_does_not_reject() -> None:
+    assert check_max_tokens(100, "claude-haiku-4-5", declared=256) is None
+    assert check_max_tokens(100.0, "claude-haiku-4-5", declared=256) is None
