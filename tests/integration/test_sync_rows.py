@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from harness.enrich_project import KEY_TYPES, with_
-from harness.warehouses import Warehouse
+from harness.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
 from connector.custom_id import CUSTOM_ID_RE
 from connector.settings import Settings
@@ -122,3 +123,88 @@ def test_invalid_declaration_names_model_and_key_and_others_go_on(
     assert broken and "max_tokens" in broken[0] and "lots" in broken[0]
     items = next(s for s in report.submitted if s.enrichment == "items")
     assert items.submitted == 2
+
+
+def _execute(wh: Warehouse, statement: str) -> None:
+    """Run one DDL statement on the test's warehouse (the same text on both)."""
+    if isinstance(wh, PostgresWarehouse):
+        with psycopg.connect(wh.db.conninfo, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+    else:
+        assert isinstance(wh, DuckDBWarehouse)
+        with wh.connect() as conn:
+            conn.execute(statement)
+
+
+# a hand-written flagged view whose max_tokens column holds what a typo or a bad
+# multiplication can put there; item 7 and 8 are fine (300, and null: the declaration's)
+BAD_MAX_TOKENS_VIEW = """
+create or replace view analytics.items__flagged as
+select item_id, prompt,
+    case item_id
+        when 1 then cast('NaN' as double precision)
+        when 2 then cast('Infinity' as double precision)
+        when 3 then cast(0 as double precision)
+        when 4 then cast(-3 as double precision)
+        when 5 then cast(2.5 as double precision)
+        when 6 then cast(64001 as double precision)
+        when 7 then cast(300 as double precision)
+    end as max_tokens
+from app.items_src
+"""
+
+
+def test_bad_max_tokens_in_a_hand_written_view_rejects_those_rows_and_the_run_goes_on(
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
+) -> None:
+    enrich_env.create_source("items", [(i, f"item {i}") for i in range(1, 9)], KEY_TYPES["items"])
+    _execute(enrich_env, "create schema if not exists analytics")
+    _execute(enrich_env, BAD_MAX_TOKENS_VIEW)
+    enrich_env.create_source("pairs", [("eu", 1, "a pair")], KEY_TYPES["pairs"])
+    enrich_env.create_flagged_views(enrich_project, ["pairs"])
+
+    report = sync(with_(settings, select=("items", "pairs")))
+
+    assert report.errors == []
+    items = next(s for s in report.submitted if s.enrichment == "items")
+    reasons = {json.loads(k)["item_id"]: why for k, why in items.rejected}
+    expected = {1: "is nan", 2: "is inf", 3: "is 0.0", 4: "is -3.0", 5: "is 2.5", 6: "is 64001.0"}
+    assert set(reasons) == set(expected)
+    for item_id, shown in expected.items():
+        assert f"flagged view column 'max_tokens' {shown} (float)" in reasons[item_id]
+        assert "fix the view's max_tokens" in reasons[item_id]
+    assert "over claude-haiku-4-5's output limit of 64,000 tokens" in reasons[6]
+    assert items.submitted == 2
+    sent = enrich_env.fetch(
+        "select primary_key ->> 'item_id', max_tokens from enrich.requests "
+        "where enrichment = 'items'"
+    )
+    assert sorted((int(k), int(t)) for k, t in sent) == [(7, 300), (8, 200)]
+    stored = enrich_env.fetch(
+        "select primary_key ->> 'item_id', reason from enrich.rejections where enrichment = 'items'"
+    )
+    assert {int(k): why for k, why in stored} == reasons
+    pairs = next(s for s in report.submitted if s.enrichment == "pairs")
+    assert pairs.submitted == 1  # an enrichment after the bad view still ran
+    assert emulator.stats()["requests_received"] == 3
+
+
+def test_text_max_tokens_in_a_hand_written_view_is_a_rejection(
+    enrich_env: Warehouse, settings: Settings, emulator: Any
+) -> None:
+    enrich_env.create_source("docs", [("a", "doc a"), ("b", "doc b")], KEY_TYPES["docs"])
+    _execute(enrich_env, "create schema if not exists analytics")
+    _execute(
+        enrich_env,
+        "create or replace view analytics.docs__flagged as select doc_key, prompt, "
+        "case doc_key when 'a' then 'lots' else '512' end as max_tokens from app.docs_src",
+    )
+
+    report = sync(with_(settings, select=("docs",)))
+
+    assert report.errors == []
+    reasons = {json.loads(k)["doc_key"]: why for k, why in report.submitted[0].rejected}
+    assert "flagged view column 'max_tokens' is 'lots' (str)" in reasons["a"]
+    assert "flagged view column 'max_tokens' is '512' (str)" in reasons["b"]
+    assert emulator.stats()["requests_received"] == 0
+    assert enrich_env.count("enrich", "rejections") == 2
