@@ -13,7 +13,7 @@ EXIT_ERROR = 1  # an error stopped part of the work; see the message
 EXIT_USAGE = 2  # bad options, bad declaration or profile: fix the configuration
 EXIT_ACCOUNT = 3  # the API refused the account (401, 403, billing): nothing more submitted
 EXIT_BUDGET = 4  # a budget stopped submission; rerun with --approve-usd to lift it
-EXIT_LOCKED = 5  # the warehouse file is locked by another process
+EXIT_LOCKED = 5  # the warehouse file, or the ledger's sync guard, is held by another process
 
 
 class EnrichError(Exception):
@@ -42,6 +42,14 @@ class WarehouseLockedError(EnrichError):
 
 class LedgerError(EnrichError):
     """The ledger refused a state change (an illegal transition or a lost race)."""
+
+
+class SyncBusyError(WarehouseLockedError):
+    """Another `enrich sync` holds the ledger's sync guard; nothing was changed."""
+
+
+class GuardLostError(LedgerError):
+    """The sync guard was lost mid-run (its session died): stop before the next step."""
 
 
 class DuplicateResultLinesError(LedgerError):

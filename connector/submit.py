@@ -23,14 +23,18 @@ import orjson
 from connector.api import BatchApi
 from connector.crashpoints import crash_point
 from connector.custom_id import canonical_value
+from connector.declaration import MAX_REQUESTS_PER_BATCH
 from connector.errors import (
     AccountError,
     ConfigError,
     CreateOutcomeUnknownError,
     CreateRejectedError,
+    EnrichError,
+    LedgerError,
     RateLimitedError,
 )
 from connector.ledger.base import Ledger, RequestRecord
+from connector.marker import marker_custom_id, marker_line
 from connector.policy import BatchStatus, RowHistory, skip_reason
 from connector.project import Enrichment
 from connector.reconcile import reconcile_submitting
@@ -76,27 +80,32 @@ def _key_json(columns: Sequence[str], values: Sequence[object]) -> str:
 
 
 class _BatchBody:
-    """One batch's JSON body, written to a temp file as rows arrive."""
+    """One batch's JSON body, written to a temp file as rows arrive: first the marker
+    request of its intent (connector/marker.py), then the rows' requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str) -> None:
+        self.submission_id = "sub_" + uuid.uuid4().hex
+        self.marker = marker_custom_id(self.submission_id)
         # closed by _Submitter.flush once the create call is over
         self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        self.file.write(b'{"requests":[')
-        self.size = len(b'{"requests":[]}')
+        marker = marker_line(self.marker, model)
+        self.file.write(b'{"requests":[' + marker)
+        self.size = len(b'{"requests":[]}') + len(marker)
         self.records: list[RequestRecord] = []
         self.custom_ids: set[str] = set()
         # dedupe: the request of each identity in this body (later rows ride on it)
         self.senders: dict[bytes, RequestRecord] = {}
 
     def fits(self, line_len: int, max_requests: int, max_bytes: int) -> bool:
-        return len(self.records) < max_requests and self.size + line_len + 1 <= max_bytes
+        # the marker is one of the API's 100,000 requests per batch
+        rows = min(max_requests, MAX_REQUESTS_PER_BATCH - 1)
+        return len(self.records) < rows and self.size + line_len + 1 <= max_bytes
 
     def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
         if identity is not None:
             self.senders[identity] = record
-        if self.records:
-            self.file.write(b",")
-            self.size += 1
+        self.file.write(b",")
+        self.size += 1
         self.file.write(line)
         self.size += len(line)
         self.records.append(record)
@@ -119,7 +128,7 @@ class _Submitter:
     on_progress: Callable[[str], None]
 
     def __post_init__(self) -> None:
-        self.body = _BatchBody()
+        self.body = _BatchBody(self.enrichment.declaration.model)
 
     def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
         decl = self.enrichment.declaration
@@ -133,7 +142,7 @@ class _Submitter:
         self.body.add(record, line, identity)
 
     def flush(self) -> None:
-        body, self.body = self.body, _BatchBody()
+        body, self.body = self.body, _BatchBody(self.enrichment.declaration.model)
         if not body.records or self.report.stopped:
             body.file.close()
             return
@@ -152,11 +161,15 @@ class _Submitter:
             self.report.shared += shared
             self.report.estimated_usd += estimated
             return
-        sid = "sub_" + uuid.uuid4().hex
-        self.ledger.record_intent(sid, name, body.size, body.records)
+        sid = body.submission_id
+        self.ledger.record_intent(sid, name, body.size, body.records, marker=body.marker)
         crash_point("after_intent")
         stream = body.finish()
         for attempt in range(1, self.settings.create_attempts + 1):
+            # the fence: only the holder of the sync guard creates, and only for an
+            # intent still `submitting`; from this commit on, a batch may exist
+            self.ledger.mark_create_started(sid)
+            crash_point("before_create")
             try:
                 remote = self.api.create(stream)
                 break
@@ -180,15 +193,36 @@ class _Submitter:
                 reconcile_submitting(self.ledger, self.api, self.settings)
                 return
         crash_point("after_create")
-        self.ledger.transition(
-            sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=remote.id
-        )
+        try:
+            self.ledger.transition(
+                sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=remote.id
+            )
+        except LedgerError as exc:
+            self._orphaned(self.api, sid, remote.id, n, exc)
+            return
         self.report.submitted += n
         self.report.shared += shared
         self.report.estimated_usd += estimated
         self.report.batches.append(remote.id)
         log.info("enrichment=%s batch_id=%s submitted %d requests", name, remote.id, n)
         self.on_progress(f"{name}: submitted {remote.id} ({n} requests)")
+
+    def _orphaned(self, api: BatchApi, sid: str, batch_id: str, n: int, exc: LedgerError) -> None:
+        """The batch exists but its intent is no longer ours to complete (abandoned
+        while this create ran): name it, record it, and cancel it so that what was not
+        processed yet is not billed. Its rows were released; nothing of it lands."""
+        name = self.enrichment.name
+        why = f"batch {batch_id} was created after its intent was resolved ({exc})"
+        log.error("enrichment=%s submission=%s %s; canceling it", name, sid, why)
+        self.report.stopped = why
+        try:
+            self.ledger.record_orphan(batch_id, sid, name, n, why)
+        except EnrichError as record_exc:
+            log.error("enrichment=%s batch_id=%s not recorded: %s", name, batch_id, record_exc)
+        try:
+            api.cancel(batch_id)
+        except EnrichError as cancel_exc:
+            log.error("enrichment=%s batch_id=%s not canceled: %s", name, batch_id, cancel_exc)
 
     def _abandon(self, sid: str, why: str) -> None:
         self.ledger.transition(sid, BatchStatus.SUBMITTING, BatchStatus.ABANDONED, note=why)
@@ -203,6 +237,9 @@ class Pending:
     record: RequestRecord
     line: bytes  # the request element; its params are not kept (GC pressure at 100k rows)
     dedupe_key: bytes | None  # identical requests share one (with `dedupe: true`)
+    # dedupe across runs: (submission_id, custom_id) of an identical request already in
+    # flight or succeeded, which this row shares instead of being sent
+    joins: tuple[str, str] | None = None
 
     @property
     def params(self) -> dict[str, object]:
@@ -284,7 +321,22 @@ def pending_requests(
                 continue
             p.record.attempt = seen.attempts + 1
             ready.append(p)
+        if decl.dedupe:
+            _join_sharable(ledger, enrichment.name, ready)
         yield ready
+
+
+def _join_sharable(ledger: Ledger, enrichment: str, ready: Sequence[Pending]) -> None:
+    """Dedupe across runs: mark the rows whose exact request (request_hash, max_tokens)
+    is already in flight or has succeeded, so they share it instead of being sent. Not
+    repairs: their request's result is the one being repaired."""
+    candidates = [p for p in ready if p.dedupe_key is not None and p.record.flag_reason != "repair"]
+    wanted = {(p.record.request_hash, p.record.max_tokens) for p in candidates}
+    if not wanted:
+        return
+    found = ledger.sharable_requests(enrichment, sorted(wanted))
+    for p in candidates:
+        p.joins = found.get((p.record.request_hash, p.record.max_tokens))
 
 
 def identity(params: Mapping[str, object]) -> bytes:
@@ -306,31 +358,117 @@ def submit_enrichment(
 ) -> SubmitReport:
     """Send what the flagged view selects (only the custom_ids in `only`, if given).
 
-    `cost` is the estimate recorded with each request. With `dedupe: true`, a row whose
-    request is identical to one already in the open batch rides on it (`record.shared`)
-    instead of being sent.
+    `cost` is the estimate recorded with each request sent. With `dedupe: true`, each
+    distinct request is sent once per run (see `_Dedupe`): a row whose request is
+    identical to one already in flight or succeeded, or to one this run sends, shares it
+    (a shared_keys row) instead of being sent.
     """
     report = SubmitReport(enrichment=enrichment.name)
     sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
+    dedupe = _Dedupe(sub)
     for ready in pending_requests(ledger, enrichment, settings, report):
         for p in ready:
             if only is not None and p.record.custom_id not in only:
                 report.held_back += 1
                 continue
-            if p.dedupe_key is not None:
-                sender = sub.body.senders.get(p.dedupe_key)
-                if sender is not None:
-                    if sender.shared is None:
-                        sender.shared = []
-                    sender.shared.append((p.record.custom_id, p.record.primary_key_json))
-                    continue
+            if p.dedupe_key is not None and dedupe.rides(p):
+                continue
             p.record.estimated_usd = cost(p.record)
             sub.add(p.record, p.line, p.dedupe_key)
+            dedupe.sent(p)
         if report.stopped:
             break
+        dedupe.attach()
     sub.flush()
+    dedupe.attach()
     if report.rejected and api is not None:
         ledger.record_rejections(enrichment.name, report.rejected)
         for rejected_key, why in report.rejected[:20]:
             log.warning("enrichment=%s rejected row key=%s: %s", enrichment.name, rejected_key, why)
     return report
+
+
+class _Dedupe:
+    """One request per distinct request in a run.
+
+    A row rides on (a) a request it `joins` (in flight or succeeded, found in the ledger
+    when its chunk was read), or (b) the request this run sends for the same identity.
+    While that request's batch is still open, the rider goes into the intent with it
+    (`record.shared`); once the batch was created, its intent is committed, so the rider
+    is attached after the fact, in its own committed write (`attach`), to the request the
+    ledger then holds for that (request_hash, max_tokens). A rider whose request's batch
+    could not be created stays unattached and flagged: the next run sends it.
+    """
+
+    def __init__(self, sub: _Submitter) -> None:
+        self.sub = sub
+        self.dry = sub.api is None
+        # identity -> the record sent for it while its batch is open, then its
+        # (request_hash, max_tokens) once the batch was flushed
+        self.senders: dict[bytes, RequestRecord | tuple[str, int]] = {}
+        self.open_body = sub.body
+        self.open_keys: list[bytes] = []
+        self.joined: list[tuple[str, str, str, str]] = []  # (sid, custom_id, member, key)
+        self.late: list[tuple[tuple[str, int], str, str]] = []  # ((hash, max_tokens), member, key)
+
+    def _settle(self) -> None:
+        """Senders of a batch flushed since the last look are no longer open."""
+        if self.sub.body is self.open_body:
+            return
+        for key in self.open_keys:
+            record = self.senders[key]
+            if isinstance(record, RequestRecord):
+                self.senders[key] = (record.request_hash, record.max_tokens)
+        self.open_keys.clear()
+        self.open_body = self.sub.body
+
+    def rides(self, p: Pending) -> bool:
+        """Whether the row shares a request instead of being sent (recorded if so)."""
+        member = (p.record.custom_id, p.record.primary_key_json)
+        if p.joins is not None:
+            if self.dry:  # a dry run writes nothing: count it as shared now
+                self.sub.report.shared += 1
+            else:
+                self.joined.append((*p.joins, *member))
+            return True
+        assert p.dedupe_key is not None
+        self._settle()
+        sender = self.senders.get(p.dedupe_key)
+        if sender is None:
+            return False
+        if isinstance(sender, RequestRecord):
+            if sender.shared is None:
+                sender.shared = []
+            sender.shared.append(member)  # written with the intent; counted by _create
+        elif self.dry:
+            self.sub.report.shared += 1
+        else:
+            self.late.append((sender, *member))
+        return True
+
+    def sent(self, p: Pending) -> None:
+        """Note a row just added to the open batch as the sender of its identity."""
+        self._settle()
+        body = self.sub.body
+        if p.dedupe_key is None or not body.records or body.records[-1] is not p.record:
+            return  # no dedupe, or not added (a custom_id collision)
+        self.senders[p.dedupe_key] = p.record
+        self.open_keys.append(p.dedupe_key)
+
+    def attach(self) -> None:
+        """Write the riders of requests already recorded, in one committed write."""
+        rows, self.joined = self.joined, []
+        if self.late:
+            late, self.late = self.late, []
+            found = self.sub.ledger.sharable_requests(
+                self.sub.enrichment.name, sorted({request for request, _, _ in late})
+            )
+            for request, member, key in late:
+                target = found.get(request)
+                if target is None:  # its batch was not created: sent by a later run
+                    self.sub.report.skipped["dedupe: the identical request was not created"] += 1
+                    continue
+                rows.append((*target, member, key))
+        if rows:
+            self.sub.ledger.attach_shared_keys(self.sub.enrichment.name, rows)
+            self.sub.report.shared += len(rows)

@@ -12,7 +12,7 @@
 -#}
 
 {% macro ledger_version() -%}
-    {{ return(2) }}
+    {{ return(3) }}
 {%- endmacro %}
 
 
@@ -60,6 +60,7 @@
     {%- set rejections = batch_enrich.ledger_relation('rejections') -%}
     {%- set shared_keys = batch_enrich.ledger_relation('shared_keys') -%}
     {%- set deferrals = batch_enrich.ledger_relation('deferrals') -%}
+    {%- set orphan_batches = batch_enrich.ledger_relation('orphan_batches') -%}
     {%- set statements = [] -%}
 
     {%- do statements.append(
@@ -141,6 +142,41 @@
         first_deferred_at timestamptz not null,
         last_deferred_at timestamptz not null,
         primary key (enrichment, custom_id)
+    )') -%}
+
+    {#-
+        Version 3, exactly-once under real operations (docs/ledger.md):
+        marker_custom_id   the custom_id of the one-token marker request sent in the batch
+                           body; its result line proves which intent a batch belongs to
+        create_started_at  when the last create call for this intent started (null: none
+                           did, so no batch can exist)
+        reconcile_seen_at  when a sync holding the sync guard first found the intent
+                           unresolved (its creator was gone by then); the grace counts
+                           from here
+    -#}
+    {%- do statements.append(
+        'alter table ' ~ batches ~ ' add column if not exists marker_custom_id text'
+    ) -%}
+    {%- do statements.append(
+        'alter table ' ~ batches ~ ' add column if not exists create_started_at timestamptz'
+    ) -%}
+    {%- do statements.append(
+        'alter table ' ~ batches ~ ' add column if not exists reconcile_seen_at timestamptz'
+    ) -%}
+
+    {#-
+        Version 3: batches on the API that this ledger provably created (their marker
+        names one of its intents) but that no batch row holds: a create that went
+        through after its intent was abandoned. Billed, not landed; shown by
+        `enrich status`.
+    -#}
+    {%- do statements.append('create table if not exists ' ~ orphan_batches ~ ' (
+        batch_id text primary key,
+        submission_id text not null,
+        enrichment text not null,
+        request_count integer,
+        found_at timestamptz not null,
+        note text
     )') -%}
 
     {%- do statements.append('create table if not exists ' ~ results_raw ~ ' (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -41,6 +42,12 @@ class BatchRecord:
     api_created_at: datetime | None
     last_polled_at: datetime | None
     note: str | None
+    # v3 (docs/ledger.md): the marker request's custom_id (None: a batch sent before v3),
+    # when the last create call started (None: none did), when a guarded sync first
+    # found the intent unresolved
+    marker_custom_id: str | None = None
+    create_started_at: datetime | None = None
+    reconcile_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +108,32 @@ class Calibration:
 
 @dataclass(frozen=True)
 class LandSummary:
-    lines: int
+    lines: int  # result lines of rows (the marker's line is not counted, nor kept)
     foreign_lines: int  # lines whose custom_id is not a request of this submission
     missing_requests: int  # requests of this submission without a line
+    # the batch's marker line was among the results (None: the batch has no marker)
+    marker_found: bool | None = None
+
+
+@dataclass(frozen=True)
+class OrphanRecord:
+    """A batch this ledger provably created that no batch row holds (billed, not landed)."""
+
+    batch_id: str
+    submission_id: str
+    enrichment: str
+    request_count: int | None
+    found_at: datetime
+    note: str | None
+
+
+class SyncGuard(Protocol):
+    """Held by the one sync that may change a ledger (docs/ledger.md, "Two syncs").
+
+    `check()` raises GuardLostError when the guard is no longer held (its session
+    died): the holder must then stop before its next external step."""
+
+    def check(self) -> None: ...
 
 
 class Ledger(Protocol):
@@ -127,13 +157,38 @@ class Ledger(Protocol):
     ) -> dict[str, RowHistory]: ...
 
     # state changes, each committed before returning
+    def sync_guard(self, wait_seconds: float) -> AbstractContextManager[SyncGuard]:
+        """Hold the ledger's sync guard for the block; raise SyncBusyError when another
+        sync holds it for longer than `wait_seconds`."""
+        ...
+
     def record_intent(
         self,
         submission_id: str,
         enrichment: str,
         body_bytes: int,
         requests: Sequence[RequestRecord],
+        *,
+        marker: str | None = None,
     ) -> None: ...
+
+    def mark_create_started(self, submission_id: str) -> None:
+        """Commit that a create call for this intent starts now; LedgerError if the
+        intent is no longer `submitting` (then no create may be made for it)."""
+        ...
+
+    def mark_reconcile_seen(self, submission_id: str, note: str | None) -> None: ...
+
+    def record_orphan(
+        self,
+        batch_id: str,
+        submission_id: str,
+        enrichment: str,
+        request_count: int | None,
+        note: str,
+    ) -> None: ...
+
+    def orphans(self) -> list[OrphanRecord]: ...
 
     def transition(
         self,
@@ -155,8 +210,13 @@ class Ledger(Protocol):
         framer: CopyRows | None = None,
         *,
         require_own: bool = False,
+        marker: str | None = None,
     ) -> LandSummary:
         """Land a batch's result lines and mark it landed, in one transaction.
+
+        With a `marker`, the marker's line is removed in the same transaction and the
+        summary says whether it was there; with `require_own` too, a batch without it
+        lands nothing (it is not this intent's batch).
 
         With a `framer`, `results` is the raw results stream (JSONL bytes as the API
         sends them) and each warehouse decides how to load it: Postgres frames it with
@@ -195,3 +255,12 @@ class Ledger(Protocol):
     def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None: ...
 
     def prune_deferrals(self, enrichment: str, since: datetime) -> None: ...
+
+    # dedupe across runs
+    def sharable_requests(
+        self, enrichment: str, wanted: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[str, str]]: ...
+
+    def attach_shared_keys(
+        self, enrichment: str, rows: Sequence[tuple[str, str, str, str]]
+    ) -> None: ...

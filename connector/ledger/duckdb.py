@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,12 @@ from connector.errors import (
     WarehouseLockedError,
 )
 from connector.ledger import queries as q
-from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
+from connector.ledger.base import LandSummary, PollUpdate, RequestRecord, SyncGuard
 from connector.ledger.params import (
     Params,
     intent_params,
     landed_coverage,
+    owned,
     poll_params,
     rejection_params,
     request_columns,
@@ -117,6 +118,11 @@ _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:(?!\\)")
 @dataclass
 class _Transaction:
     discarded: bool = False
+
+
+class _FileLockGuard:
+    def check(self) -> None:
+        """The file lock lasts as long as the connection: nothing to check."""
 
 
 @dataclass(frozen=True)
@@ -342,11 +348,13 @@ class DuckDBLedger(LedgerReads):
         enrichment: str,
         body_bytes: int,
         requests: Sequence[RequestRecord],
+        *,
+        marker: str | None = None,
     ) -> None:
         with self._transaction():
             self._run(
                 self._q(q.INSERT_INTENT),
-                intent_params(submission_id, enrichment, body_bytes, len(requests)),
+                intent_params(submission_id, enrichment, body_bytes, len(requests), marker),
             )
             if requests:
                 self._run(
@@ -363,6 +371,21 @@ class DuckDBLedger(LedgerReads):
         with self._transaction():
             for text, params in steps:
                 self._run(self._q(text), params)
+
+    def _write_count(self, text: str, params: Params) -> int:
+        with self._transaction():
+            changed = self._one(self._q(text), params)
+        return int(changed[0]) if changed else 0
+
+    @contextmanager
+    def sync_guard(self, wait_seconds: float) -> Iterator[SyncGuard]:
+        """DuckDB's own file lock is the guard: this process opened the file for
+        writing, and no other process can until it closes it (`WarehouseLockedError`)."""
+        self._guard = _FileLockGuard()
+        try:
+            yield self._guard
+        finally:
+            self._guard = None
 
     def transition(
         self,
@@ -393,6 +416,7 @@ class DuckDBLedger(LedgerReads):
         framer: CopyRows | None = None,
         *,
         require_own: bool = False,
+        marker: str | None = None,
     ) -> LandSummary:
         """Land a batch's result lines and mark it landed, in one transaction.
 
@@ -418,12 +442,21 @@ class DuckDBLedger(LedgerReads):
             if row is None or row[0] != BatchStatus.ENDED.value:
                 raise LedgerError(f"batch {batch_id} is not 'ended' (status {row and row[0]})")
             lines = self._load(batch_id, landed_at, blocks)
+            marker_found: bool | None = None
+            if marker is not None:
+                deleted = self._one(
+                    self._q(q.DELETE_MARKER_LINE), {"batch_id": batch_id, "marker": marker}
+                )
+                removed = int(deleted[0]) if deleted else 0
+                marker_found = removed == 1
+                lines -= removed
             request_count = int(row[1])
-            summary = LandSummary(lines, 0, 0)
+            summary = LandSummary(lines, 0, 0, marker_found)
             if require_own or lines != request_count:
                 got = self._one(self._q(q.COVERAGE), {"sid": submission_id, "batch_id": batch_id})
                 summary = landed_coverage(lines, request_count, int(got[0]) if got else 0)
-            if require_own and summary.foreign_lines:
+                summary = replace(summary, marker_found=marker_found)
+            if require_own and not owned(summary):
                 tx.discarded = True  # not ours: land nothing
                 return summary
             self._run(

@@ -41,13 +41,16 @@ def history_row(row: Sequence[Any]) -> tuple[str, RowHistory]:
     )
 
 
-def intent_params(submission_id: str, enrichment: str, body_bytes: int, count: int) -> Params:
+def intent_params(
+    submission_id: str, enrichment: str, body_bytes: int, count: int, marker: str | None = None
+) -> Params:
     return {
         "sid": submission_id,
         "enrichment": enrichment,
         "status": BatchStatus.SUBMITTING.value,
         "request_count": count,
         "body_bytes": body_bytes,
+        "marker": marker,
     }
 
 
@@ -172,6 +175,9 @@ def batch_record(row: Sequence[Any]) -> BatchRecord:
         api_created_at=row[6],
         last_polled_at=row[7],
         note=row[8],
+        marker_custom_id=row[9],
+        create_started_at=row[10],
+        reconcile_seen_at=row[11],
     )
 
 
@@ -181,3 +187,12 @@ def status_params() -> Params:
         "landed": BatchStatus.LANDED.value,
         "terminal": sorted(TERMINAL_ERROR_TYPES),
     }
+
+
+def owned(summary: LandSummary) -> bool:
+    """Whether landed lines prove the batch is this intent's: its marker line when the
+    batch has one, else every line's custom_id being one of its requests (which a dev
+    and a prod copy of one project share: only the marker tells those apart)."""
+    if summary.marker_found is not None:
+        return summary.marker_found
+    return summary.foreign_lines == 0

@@ -9,6 +9,8 @@ loses nothing that was reported as done.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -19,9 +21,11 @@ from psycopg.rows import TupleRow
 from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
 from connector.ledger import queries as q
 from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
+from connector.ledger.guard import PgSyncGuard
 from connector.ledger.params import (
     intent_params,
     landed_coverage,
+    owned,
     poll_params,
     rejection_params,
     request_row,
@@ -131,11 +135,13 @@ class PostgresLedger(LedgerReads):
         enrichment: str,
         body_bytes: int,
         requests: Sequence[RequestRecord],
+        *,
+        marker: str | None = None,
     ) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(
                 self._q(q.INSERT_INTENT),
-                intent_params(submission_id, enrichment, body_bytes, len(requests)),
+                intent_params(submission_id, enrichment, body_bytes, len(requests), marker),
             )
             copy_sql = sql.SQL("copy {} ({}) from stdin").format(
                 self._t("requests"),
@@ -155,6 +161,35 @@ class PostgresLedger(LedgerReads):
         with self._conn.transaction(), self._conn.cursor() as cur:
             for text, params in steps:
                 cur.execute(self._q(text), params)
+
+    def _write_count(self, text: str, params: dict[str, Any]) -> int:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(self._q(text), params)
+            return cur.rowcount
+
+    @contextmanager
+    def sync_guard(self, wait_seconds: float) -> Iterator[PgSyncGuard]:
+        """The ledger's sync guard: a session advisory lock held on a connection of its
+        own for the block (released when the block ends, or by Postgres when the
+        process dies and its session closes)."""
+        info = self._conn.info
+        guard = PgSyncGuard.acquire(
+            {
+                "host": info.host,
+                "port": info.port,
+                "user": info.user,
+                "password": info.password,
+                "dbname": info.dbname,
+            },
+            self._schema,
+            wait_seconds,
+        )
+        self._guard = guard
+        try:
+            yield guard
+        finally:
+            self._guard = None
+            guard.release()
 
     def transition(
         self,
@@ -185,6 +220,7 @@ class PostgresLedger(LedgerReads):
         framer: CopyRows | None = None,
         *,
         require_own: bool = False,
+        marker: str | None = None,
     ) -> LandSummary:
         """Land a batch's result lines and mark it landed, in one transaction.
 
@@ -213,8 +249,13 @@ class PostgresLedger(LedgerReads):
                     f"results of {batch_id} repeat a custom_id; landing again without repeats"
                 ) from None
             lines = cur.rowcount
+            marker_found: bool | None = None
+            if marker is not None:
+                cur.execute(self._q(q.DELETE_MARKER_LINE), {"batch_id": batch_id, "marker": marker})
+                marker_found = cur.rowcount == 1
+                lines -= cur.rowcount
             request_count = int(row[1])
-            summary = LandSummary(lines, 0, 0)
+            summary = LandSummary(lines, 0, 0, marker_found)
             if require_own or lines != request_count:
                 # one join tells both: lines that match no request, requests with no line.
                 # With as many (unique) lines as requests and a batch we created, the
@@ -222,7 +263,8 @@ class PostgresLedger(LedgerReads):
                 cur.execute(self._q(q.COVERAGE), {"sid": submission_id, "batch_id": batch_id})
                 got = cur.fetchone()
                 summary = landed_coverage(lines, request_count, int(got[0]) if got else 0)
-            if require_own and summary.foreign_lines:
+                summary = replace(summary, marker_found=marker_found)
+            if require_own and not owned(summary):
                 raise psycopg.Rollback(tx)  # not ours: land nothing
             cur.execute(
                 self._q(q.MARK_LANDED),

@@ -29,6 +29,7 @@ LEDGER_TABLES: Final = (
     "rejections",
     "shared_keys",
     "deferrals",
+    "orphan_batches",
 )
 
 VERSION_TABLE_EXISTS: Final = """
@@ -83,8 +84,41 @@ group by w.custom_id
 """
 
 INSERT_INTENT: Final = """
-insert into {batches} (submission_id, enrichment, status, request_count, body_bytes, intent_at)
-values (%(sid)s, %(enrichment)s, %(status)s, %(request_count)s, %(body_bytes)s, now())
+insert into {batches} (submission_id, enrichment, status, request_count, body_bytes, intent_at,
+    marker_custom_id)
+values (%(sid)s, %(enrichment)s, %(status)s, %(request_count)s, %(body_bytes)s, now(),
+    %(marker)s)
+"""
+
+# committed right before each create call: a reconcile knows a batch may exist from here
+MARK_CREATE_STARTED: Final = """
+update {batches} set create_started_at = now()
+where submission_id = %(sid)s and status = %(submitting)s
+"""
+
+# the first time a sync holding the sync guard found the intent unresolved (set once)
+MARK_RECONCILE_SEEN: Final = """
+update {batches} set reconcile_seen_at = coalesce(reconcile_seen_at, now()),
+    note = case when %(note)s::text is null or note = %(note)s::text then note
+                else %(note)s::text end
+where submission_id = %(sid)s and status = %(submitting)s
+"""
+
+# a batch this ledger created that no batch row holds (the first finding is kept)
+INSERT_ORPHAN: Final = """
+insert into {orphan_batches} (batch_id, submission_id, enrichment, request_count, found_at, note)
+select %(batch_id)s, %(sid)s, %(enrichment)s, %(request_count)s, now(), %(note)s
+where not exists (select 1 from {orphan_batches} where batch_id = %(batch_id)s)
+"""
+
+ORPHANS: Final = """
+select batch_id, submission_id, enrichment, request_count, found_at, note
+from {orphan_batches} order by found_at, batch_id
+"""
+
+# the marker's result line proves whose batch it is; it is not a row's result
+DELETE_MARKER_LINE: Final = """
+delete from {results_raw} where batch_id = %(batch_id)s and custom_id = %(marker)s
 """
 
 # the requests of an intent as columns (one array per column); Postgres uses COPY instead
@@ -265,12 +299,17 @@ select %(enrichment)s, unnest(%(keys)s::text[])::jsonb, unnest(%(reasons)s::text
 
 BATCHES: Final = """
 select submission_id, batch_id, enrichment, status, request_count, intent_at,
-    api_created_at, last_polled_at, note
+    api_created_at, last_polled_at, note, marker_custom_id, create_started_at,
+    reconcile_seen_at
 from {batches} where status = any(%(statuses)s)
 order by intent_at, submission_id
 """
 
-KNOWN_BATCH_IDS: Final = "select batch_id from {batches} where batch_id = any(%(ids)s)"
+KNOWN_BATCH_IDS: Final = """
+select batch_id from {batches} where batch_id = any(%(ids)s)
+union all
+select batch_id from {orphan_batches} where batch_id = any(%(ids)s)
+"""
 
 SUBMISSION_CUSTOM_IDS: Final = """
 select custom_id from {requests} where submission_id = %(sid)s order by 1
@@ -345,3 +384,41 @@ def duckdb_text(text: str) -> str:
     if "%(" in out or re.search(r"%s\b", out):
         raise AssertionError(f"a Postgres parameter survived transpilation: {out}")
     return out
+
+
+# dedupe across runs
+# For each wanted (request_hash, max_tokens): one request of the enrichment that a row
+# asking exactly that may share instead of being sent: in flight (its batch submitting,
+# submitted or ended), or with a succeeded result line; succeeded first, then the latest.
+SHARABLE_REQUESTS: Final = """
+with wanted as (
+    select distinct unnest(%(hashes)s::text[]) as request_hash,
+        unnest(%(max_tokens)s::integer[]) as max_tokens
+),
+candidates as (
+    select q.request_hash, q.max_tokens, q.submission_id, q.custom_id,
+        row_number() over (
+            partition by q.request_hash, q.max_tokens
+            order by case when x.result_type = 'succeeded' then 0 else 1 end,
+                b.intent_at desc, q.submission_id, q.custom_id
+        ) as preference
+    from {requests} as q
+    join wanted as w on w.request_hash = q.request_hash and w.max_tokens = q.max_tokens
+    join {batches} as b on b.submission_id = q.submission_id
+    left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = q.custom_id
+    where q.enrichment = %(enrichment)s
+        and (b.status = any(%(in_flight)s) or x.result_type = 'succeeded')
+)
+select request_hash, max_tokens, submission_id, custom_id
+from candidates where preference = 1
+"""
+
+# dedupe: keys attached to a request after its intent was committed (a request of an
+# earlier batch of this run, in flight from an earlier run, or already succeeded); a key
+# attached to the same submission before keeps its row
+ATTACH_SHARED_KEYS: Final = """
+insert into {shared_keys} (submission_id, custom_id, member_custom_id, primary_key)
+select unnest(%(sid)s::text[]), unnest(%(custom_id)s::text[]), unnest(%(member)s::text[]),
+    unnest(%(primary_key)s::text[])::jsonb
+on conflict (submission_id, member_custom_id) do nothing
+"""

@@ -10,7 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from connector.ledger import queries as q
-from connector.ledger.base import BatchRecord, Calibration, StatusRow, UsageRow
+from connector.errors import LedgerError
+from connector.ledger.base import (
+    BatchRecord,
+    Calibration,
+    OrphanRecord,
+    StatusRow,
+    SyncGuard,
+    UsageRow,
+)
 from connector.ledger.params import batch_record, history_params, history_row, status_params
 from connector.policy import IN_FLIGHT, BatchStatus, RowHistory
 from connector.project import Relation
@@ -18,6 +26,7 @@ from connector.project import Relation
 
 class LedgerReads(ABC):
     _schema: str  # the ledger schema
+    _guard: SyncGuard | None = None  # set while this process holds the sync guard
 
     @abstractmethod
     def _read(self, text: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
@@ -25,6 +34,49 @@ class LedgerReads(ABC):
     @abstractmethod
     def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Run each (query text, params) in order, in one transaction."""
+
+    @abstractmethod
+    def _write_count(self, text: str, params: dict[str, Any]) -> int:
+        """Run one statement in its own transaction; the number of rows it changed."""
+
+    # ------------------------------------------------ exactly-once bookkeeping
+    def mark_create_started(self, submission_id: str) -> None:
+        if self._guard is None:
+            raise LedgerError("a create call needs the sync guard (enrich sync holds it)")
+        self._guard.check()
+        params = {"sid": submission_id, "submitting": BatchStatus.SUBMITTING.value}
+        if self._write_count(q.MARK_CREATE_STARTED, params) != 1:
+            raise LedgerError(
+                f"submission {submission_id} is no longer 'submitting' (abandoned by a "
+                "reconcile?); its batch is not created"
+            )
+
+    def mark_reconcile_seen(self, submission_id: str, note: str | None) -> None:
+        params = {"sid": submission_id, "submitting": BatchStatus.SUBMITTING.value, "note": note}
+        self._write([(q.MARK_RECONCILE_SEEN, params)])
+
+    def record_orphan(
+        self,
+        batch_id: str,
+        submission_id: str,
+        enrichment: str,
+        request_count: int | None,
+        note: str,
+    ) -> None:
+        params = {
+            "batch_id": batch_id,
+            "sid": submission_id,
+            "enrichment": enrichment,
+            "request_count": request_count,
+            "note": note,
+        }
+        self._write([(q.INSERT_ORPHAN, params)])
+
+    def orphans(self) -> list[OrphanRecord]:
+        rows = self._read(q.ORPHANS, {})
+        return [
+            OrphanRecord(str(r[0]), str(r[1]), str(r[2]), r[3], r[4], r[5]) for r in rows
+        ]
 
     def version(self) -> int | None:
         if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
@@ -101,3 +153,45 @@ class LedgerReads(ABC):
 
     def prune_deferrals(self, enrichment: str, since: datetime) -> None:
         self._write([(q.PRUNE_DEFERRALS, {"enrichment": enrichment, "since": since})])
+
+    # ------------------------------------------------------ dedupe across runs
+    def sharable_requests(
+        self, enrichment: str, wanted: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[str, str]]:
+        """(request_hash, max_tokens) -> (submission_id, custom_id) of a request of the
+        enrichment asking exactly that which is in flight or already succeeded."""
+        if not wanted:
+            return {}
+        rows = self._read(
+            q.SHARABLE_REQUESTS,
+            {
+                "enrichment": enrichment,
+                "hashes": [w[0] for w in wanted],
+                "max_tokens": [w[1] for w in wanted],
+                "in_flight": [s.value for s in IN_FLIGHT],
+            },
+        )
+        return {(str(r[0]), int(r[1])): (str(r[2]), str(r[3])) for r in rows}
+
+    def attach_shared_keys(
+        self, enrichment: str, rows: Sequence[tuple[str, str, str, str]]
+    ) -> None:
+        """Record, in one committed write, keys that share an already recorded request:
+        (submission_id, custom_id of the request, the key's custom_id, its key JSON).
+        A budget no longer holds those keys back."""
+        if not rows:
+            return
+        self._write(
+            [
+                (
+                    q.ATTACH_SHARED_KEYS,
+                    {
+                        "sid": [r[0] for r in rows],
+                        "custom_id": [r[1] for r in rows],
+                        "member": [r[2] for r in rows],
+                        "primary_key": [r[3] for r in rows],
+                    },
+                ),
+                (q.DELETE_DEFERRALS, {"enrichment": enrichment, "ids": [r[2] for r in rows]}),
+            ]
+        )
