@@ -113,33 +113,61 @@ def oldest_first(rows: Sequence[PendingRow], deferred: Mapping[str, datetime]) -
 
 @dataclass
 class Selection:
-    costs: dict[str, float]  # custom_id → estimate, of the rows that fit
+    costs: dict[str, float]  # custom_id → estimate, of the rows that fit (riders: 0)
     held_back: list[str]
-    total_usd: float  # everything pending, expected
+    total_usd: float  # everything pending, expected (each dedupe key once)
+    # dedupe: custom_id → key of the rows that fit, and each key's cost (paid once)
+    keys: dict[str, bytes] = field(default_factory=dict)
+    key_costs: dict[bytes, float] = field(default_factory=dict)
+
+    def sender_cost(self, custom_id: str) -> float | None:
+        """The estimate to record with the request sent for this row: its dedupe key's
+        cost, whichever of the key's rows goes out as the request (sync sends the first
+        in the flagged view's order, not necessarily the row that was charged)."""
+        key = self.keys.get(custom_id)
+        return self.key_costs[key] if key is not None else self.costs.get(custom_id)
 
 
 def select_within(
     rows: Sequence[PendingRow], price: Price, output: OutputModel, limit_usd: float
 ) -> Selection:
-    """The longest oldest-first prefix whose estimates fit in `limit_usd`. A dedupe key's
-    cost counts once: its later rows ride on the first one's request for free."""
+    """The longest oldest-first prefix whose estimates fit in `limit_usd`.
+
+    A dedupe key's cost counts once, at its first row: every other row of the key rides
+    on the same request for free, and goes or waits with it (a rider of a request that
+    is sent is never held back, and a rider of one held back waits too). Rows that
+    share a request already in flight or succeeded (`joins`) cost nothing and always go.
+    """
     selection = Selection({}, [], 0.0)
-    charged: set[bytes] = set()
+    decided: dict[bytes, bool] = {}  # dedupe key -> whether its request fits
     spent = 0.0
     full = False
     for row in rows:
-        free = row.dedupe_key is not None and row.dedupe_key in charged
-        assert row.tokens is not None or free
-        cost = 0.0 if free else _cost(row, price, output)
+        key = row.dedupe_key
+        if row.joins:
+            selection.costs[row.custom_id] = 0.0
+            continue
+        if key is not None and key in decided:
+            if decided[key]:
+                selection.costs[row.custom_id] = 0.0
+                selection.keys[row.custom_id] = key
+            else:
+                selection.held_back.append(row.custom_id)
+            continue
+        cost = _cost(row, price, output)
         selection.total_usd += cost
-        if not full and spent + cost <= limit_usd:
+        fits = not full and spent + cost <= limit_usd
+        if fits:
             spent += cost
             selection.costs[row.custom_id] = cost
-            if row.dedupe_key is not None:
-                charged.add(row.dedupe_key)
         else:
             full = True
             selection.held_back.append(row.custom_id)
+        if key is not None:
+            decided[key] = fits
+            if fits:
+                selection.keys[row.custom_id] = key
+                selection.key_costs[key] = cost
     return selection
 
 

@@ -63,6 +63,8 @@ class PendingRow:
     dedupe_key: bytes | None
     tokens: float | None = None  # counted (exact), else from the token model
     rides: bool = False  # dedupe: an earlier row's identical request would serve it
+    # dedupe across runs: an identical request in flight or succeeded serves it (free)
+    joins: bool = False
 
 
 @dataclass
@@ -70,7 +72,9 @@ class Estimate:
     enrichment: str
     model: str
     requests: int = 0  # requests that would be sent (dedupe members not counted)
-    shared: int = 0  # rows that would ride on an identical request (dedupe)
+    # rows that would ride on an identical request (dedupe): one this run sends, or one
+    # already in flight or succeeded
+    shared: int = 0
     flagged: int = 0
     rejected: int = 0
     skipped: int = 0
@@ -184,6 +188,10 @@ def estimate_enrichment(
         sendable: list[Pending] = []
         first = len(est.rows)
         for p in ready:
+            if p.joins is not None:
+                est.shared += 1
+                est.rows.append(_row(p.record, p.dedupe_key, rides=True, joins=True))
+                continue
             if p.dedupe_key is not None:
                 if p.dedupe_key in seen_keys:
                     est.shared += 1
@@ -216,9 +224,16 @@ def estimate_enrichment(
     return est
 
 
-def _row(record: RequestRecord, dedupe_key: bytes | None, rides: bool = False) -> PendingRow:
+def _row(
+    record: RequestRecord, dedupe_key: bytes | None, rides: bool = False, joins: bool = False
+) -> PendingRow:
     return PendingRow(
-        record.custom_id, record.params_bytes, record.max_tokens, dedupe_key, rides=rides
+        record.custom_id,
+        record.params_bytes,
+        record.max_tokens,
+        dedupe_key,
+        rides=rides,
+        joins=joins,
     )
 
 
@@ -274,7 +289,7 @@ def _estimate_tokens(
     # a dedupe key's later rows carry the tokens of the request they would ride on
     by_key = {row.dedupe_key: row.tokens for row in senders if row.dedupe_key is not None}
     for row in est.rows:
-        if row.tokens is None and row.dedupe_key is not None:
+        if row.tokens is None and row.dedupe_key is not None and not row.joins:
             row.tokens = by_key.get(row.dedupe_key)
 
 

@@ -83,6 +83,51 @@ def test_a_dedupe_key_is_paid_once_and_its_riders_are_free() -> None:
     assert chosen.held_back == ["c"]
 
 
+def test_riders_go_with_their_request_even_after_the_budget_is_spent() -> None:
+    """Issue 13 item 4: a rider of a request the budget sends is never held back (it
+    would be sent again by a later run), and a rider of one held back waits with it."""
+    output = OutputModel("fixed", 0.0)
+    mtok = 1_000_000  # $0.50 at haiku batch input prices
+    rows = [
+        _row("a1", mtok, b"a"),
+        _row("b1", mtok, b"b"),
+        _row("c1", mtok, b"c"),  # does not fit: the selection ends here
+        _row("a2", mtok, b"a"),
+        _row("c2", mtok, b"c"),
+        _row("b2", mtok, b"b"),
+        _row("d1", mtok, b"d"),
+    ]
+    chosen = select_within(rows, HAIKU, output, limit_usd=1.2)
+    assert chosen.costs == {
+        "a1": pytest.approx(0.5), "b1": pytest.approx(0.5), "a2": 0.0, "b2": 0.0
+    }  # fmt: skip
+    assert chosen.held_back == ["c1", "c2", "d1"]
+    assert chosen.total_usd == pytest.approx(2.0)  # each distinct request once
+    assert sum(chosen.key_costs.values()) == pytest.approx(1.0)
+
+
+def test_the_sent_row_carries_its_keys_cost_whichever_row_was_charged() -> None:
+    """Sync sends the first of a key's rows in view order, which need not be the row
+    the budget charged (held-back rows go first): the cost goes with the request."""
+    output = OutputModel("fixed", 0.0)
+    rows = [_row("late", 1_000_000, b"k"), _row("early", 1_000_000, b"k"), _row("x", 2_000_000)]
+    chosen = select_within(rows, HAIKU, output, limit_usd=5.0)
+    assert chosen.costs["early"] == 0.0
+    assert chosen.sender_cost("early") == chosen.sender_cost("late") == pytest.approx(0.5)
+    assert chosen.sender_cost("x") == pytest.approx(1.0)
+    assert chosen.sender_cost("unknown") is None
+
+
+def test_rows_sharing_a_request_in_flight_or_succeeded_are_free_and_never_held() -> None:
+    output = OutputModel("fixed", 0.0)
+    joined = PendingRow("j", 100, 100, b"j", None, rides=True, joins=True)
+    rows = [_row("a", 1_000_000), _row("b", 1_000_000), joined]
+    chosen = select_within(rows, HAIKU, output, limit_usd=0.6)
+    assert chosen.costs == {"a": pytest.approx(0.5), "j": 0.0}
+    assert chosen.held_back == ["b"]
+    assert chosen.total_usd == pytest.approx(1.0)
+
+
 def test_usd_shows_cents_above_a_dollar_and_four_decimals_below() -> None:
     assert usd(12.345) == "$12.35"
     assert usd(0.01234) == "$0.0123"
