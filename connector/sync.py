@@ -223,7 +223,8 @@ def _submit_within_budget(
             settings,
             on_progress,
             only=chosen.costs,
-            cost=lambda record: chosen.costs.get(record.custom_id),
+            # a dedupe key's cost goes with whichever of its rows is sent (once)
+            cost=lambda record: chosen.sender_cost(record.custom_id),
         )
         if chosen.held_back:
             if not settings.dry_run:
