@@ -195,6 +195,14 @@ def _land(
     on_progress(f"{batch.enrichment}: landed {batch.batch_id} ({summary.lines} lines)")
 
 
+    for custom_id in rows.surrogate_fixed:
+        log.warning(
+            "enrichment=%s batch_id=%s custom_id=%s: a lone surrogate escape (\\ud800-\\udfff) "
+            "in the output replaced by U+FFFD",
+            batch.enrichment,
+            batch.batch_id,
+            custom_id,
+        )
 def _land_once(
     ledger: Ledger, api: BatchApi, batch: BatchRecord, rows: CopyRows, adopted: bool
 ) -> LandSummary:

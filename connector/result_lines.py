@@ -3,15 +3,20 @@
 A result line begins `{"custom_id":"<id>","result":{"type":"<type>"` as the API
 writes it. The fast path rewrites a whole block of such lines into COPY rows with one
 regular-expression substitution (C speed, no Python object per line). A block where any
-line does not match (other key order, blank lines, a `\u0000` escape to neutralise) is
-framed line by line, decoding in full where needed: changes in the API's formatting
-cost speed, never correctness. The fast path does not look for repeated custom_ids;
-the table's primary key does, and a landing that hits one is redone on the slow path,
+line does not match (other key order, blank lines, an escape to neutralise) is framed
+line by line, decoding in full where needed: changes in the API's formatting cost
+speed, never correctness. The fast path does not look for repeated custom_ids; the
+table's primary key does, and a landing that hits one is redone on the slow path,
 which drops the repeats.
 
+Escapes to neutralise: `\\u0000`, and a lone UTF-16 surrogate (`\\ud800` without its
+low half, `\\udc00` without its high half). Postgres `json` stores them, but `jsonb`
+(every parse model) and DuckDB's JSON reader refuse them, so each becomes `\\ufffd`
+(U+FFFD) and the custom_id is noted (`nul_fixed`, `surrogate_fixed`) for a warning.
+
 A warehouse that can take raw JSONL (DuckDB) frames nothing while it can: `blocks`
-passes the raw lines through and frames only from the first `\u0000` escape on, or
-everything on a redo.
+passes the raw lines through and frames only from the first escape to neutralise on,
+or everything on a redo.
 """
 
 from __future__ import annotations
@@ -31,9 +36,17 @@ _PREFIX = re.compile(
 )
 DELIMITER = b"\x02"
 
-# A JSON \u0000 escape that is not itself an escaped backslash: Postgres jsonb (and so
-# every parse model) rejects it, so it is replaced by U+FFFD before landing.
-_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+# A JSON \u0000 escape or surrogate escape that is not itself after an escaped
+# backslash (1 = the even run of backslashes before it, 2 = the escape). A high
+# surrogate followed by a low one is a valid pair, matched whole (and kept); a \u0000
+# or a surrogate on its own is what Postgres jsonb (and so every parse model) and
+# DuckDB's JSON reader reject, so it is replaced by U+FFFD before landing.
+_BAD_ESCAPE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)"
+    rb"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\u0000)"
+)
+_PAIR_LENGTH = len(rb"\ud83d\ude00")
 # The start of a line in the API's own compact layout: 1 = custom_id, 2 = type. Not
 # anchored (a literal-prefix search is several times faster); the caller checks that
 # every match starts a line.
@@ -45,6 +58,39 @@ _FAST_TEMPLATE = (
 
 class MalformedLineError(ValueError):
     """A results line that is not a JSON object with a custom_id and result type."""
+
+
+def _has_surrogate_escape(data: bytes) -> bool:
+    return b"\\ud" in data or b"\\uD" in data
+
+
+def needs_fixing(data: bytes) -> bool:
+    """Whether `data` may hold a `\\u0000` or a lone surrogate escape (`fix_escapes`
+    decides). Cheap: substring searches, then one scan only if surrogates appear."""
+    if b"\\u0000" in data:
+        return True
+    if not _has_surrogate_escape(data):
+        return False
+    return any(len(m.group(2)) != _PAIR_LENGTH for m in _BAD_ESCAPE.finditer(data))
+
+
+def fix_escapes(line: bytes) -> tuple[bytes, bool, bool]:
+    """`line` with every `\\u0000` and lone surrogate escape replaced by `\\ufffd`,
+    and whether it had a NUL, and a lone surrogate, to replace. Valid surrogate pairs
+    and escaped backslashes followed by `u...` text are kept."""
+    found = {"nul": False, "surrogate": False}
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        escape = match.group(2)
+        if len(escape) == _PAIR_LENGTH:
+            return match.group(0)
+        found["nul" if escape == b"\\u0000" else "surrogate"] = True
+        return match.group(1) + b"\\ufffd"
+
+    if b"\\u0000" not in line and not _has_surrogate_escape(line):
+        return line, False, False
+    fixed = _BAD_ESCAPE.sub(replace, line)
+    return fixed, found["nul"], found["surrogate"]
 
 
 def extract_key(line: bytes) -> tuple[str, str]:
@@ -110,6 +156,7 @@ class CopyRows:
     chunk_lines: int = 5000
     lines: int = 0
     nul_fixed: list[str] = field(default_factory=list)
+    surrogate_fixed: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
 
@@ -118,7 +165,7 @@ class CopyRows:
         tail = DELIMITER + self.landed_at.encode()
         template = head.replace(b"\\", b"\\\\") + _FAST_TEMPLATE
         for block in whole_line_blocks(chunks):
-            if self.fast and block.endswith(b"\n") and b"\\u0000" not in block:
+            if self.fast and block.endswith(b"\n") and not needs_fixing(block):
                 out, n = _FAST_PREFIX.subn(template, block)
                 # every line matched, and every match is at a line start (head holds a
                 # \x02, which JSON text cannot contain, so it marks substitutions)
@@ -133,12 +180,12 @@ class CopyRows:
 
         Blocks of raw whole lines as received (framed False: not counted, checked or
         deduplicated here, the database does that) until a block holds a `\\u0000`
-        escape; from there on, and always with `fast=False`, framed rows as `rows`
-        makes them (framed True)."""
+        or a lone surrogate escape; from there on, and always with `fast=False`, framed
+        rows as `rows` makes them (framed True)."""
         blocks = whole_line_blocks(chunks)
         if self.fast:
             for block in blocks:
-                if b"\\u0000" in block:
+                if needs_fixing(block):
                     blocks = itertools.chain([block], blocks)
                     break
                 yield False, block
@@ -154,11 +201,11 @@ class CopyRows:
                     self.duplicates.append(custom_id)
                     continue
                 self._seen.add(custom_id)
-            if b"\\u0000" in line:
-                fixed = _NUL_ESCAPE.sub(rb"\1\\ufffd", line)
-                if fixed != line:
-                    self.nul_fixed.append(custom_id)
-                    line = fixed
+            line, had_nul, had_surrogate = fix_escapes(line)
+            if had_nul:
+                self.nul_fixed.append(custom_id)
+            if had_surrogate:
+                self.surrogate_fixed.append(custom_id)
             buf.append(
                 head
                 + custom_id.encode()

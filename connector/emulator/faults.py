@@ -38,7 +38,11 @@ ITEM_FAULTS: tuple[str, ...] = (
     "item_expired",
     "item_canceled",
 )
-OUTPUT_FAULTS: tuple[str, ...] = ("output_not_json", "output_schema_violation")
+OUTPUT_FAULTS: tuple[str, ...] = (
+    "output_not_json",
+    "output_schema_violation",
+    "output_lone_surrogate",
+)
 NAMED_FAULTS: tuple[str, ...] = CALL_FAULTS + ITEM_FAULTS + OUTPUT_FAULTS
 
 FAULT_HELP: dict[str, str] = {
@@ -55,6 +59,7 @@ FAULT_HELP: dict[str, str] = {
     "item_canceled": "item ends canceled",
     "output_not_json": "structured output is prose; a forced tool answers with text",
     "output_schema_violation": "structured output or tool input breaks its schema",
+    "output_lone_surrogate": "a text block ends with a lone surrogate escape (\\ud800)",
     "batch_expire": "the whole batch ends with every item expired",
     "seed=N": "seed for fault decisions (default: the emulator's --seed)",
     "retry_after=S": "seconds sent in retry-after with 429 (default 1)",

@@ -106,7 +106,26 @@ def process_item(ctx: BatchContext, custom_id: str, params: Any) -> ItemResult:
         return ItemResult(line, ERRORED, fault)
     message, applied = build_message(ctx, custom_id, params)
     line = orjson.dumps({"custom_id": custom_id, "result": {"type": SUCCEEDED, "message": message}})
+    if applied is None and output_fault(ctx.faults, ctx.fault_seed, custom_id) == LONE_SURROGATE:
+        line, applied = _with_lone_surrogate(line)
     return ItemResult(line, SUCCEEDED, applied)
+
+
+LONE_SURROGATE = "output_lone_surrogate"
+_TEXT_BLOCK_END = b'","citations":null}'
+
+
+def _with_lone_surrogate(line: bytes) -> tuple[bytes, str | None]:
+    """The line with a `\\ud800` escape (a high surrogate without its low half) at the end
+    of its first text block's text, as JSON text may carry it but no UTF-8 string can
+    (orjson cannot write it, hence bytes). A line without a text block is left as is.
+    Inside a JSON string a quote is escaped, so the first unescaped `","citations":null}`
+    is where the text ends."""
+    start = line.find(b'"type":"text","text":"')
+    end = line.find(_TEXT_BLOCK_END, start) if start >= 0 else -1
+    if end < 0:
+        return line, None
+    return line[:end] + b"\\ud800" + line[end:], LONE_SURROGATE
 
 
 def _rng(seed: int, custom_id: str, params: Mapping[str, Any]) -> random.Random:

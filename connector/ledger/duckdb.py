@@ -90,9 +90,10 @@ from (
 )
 """
 
-# Lines that need Python's hand (a `\u0000` escape to replace, repeated custom_ids to
-# drop) arrive framed as for Postgres's COPY: fields split by \x02 and quoted by \x01,
-# bytes that JSON text never holds raw, so DuckDB's CSV reader takes each field verbatim.
+# Lines that need Python's hand (a `\u0000` or lone surrogate escape to replace, which
+# DuckDB's JSON reader refuses; repeated custom_ids to drop) arrive framed as for
+# Postgres's COPY: fields split by \x02 and quoted by \x01, bytes that JSON text never
+# holds raw, so DuckDB's CSV reader takes each field verbatim.
 LAND_FRAMED_FROM_FILE = """
 insert into {results_raw} (batch_id, custom_id, result_type, line, landed_at)
 select batch_id, custom_id, result_type, line::json, landed_at::timestamptz
@@ -422,8 +423,8 @@ class DuckDBLedger(LedgerReads):
 
         With a `framer`, `results` is the raw stream: its lines are spooled as received
         to temporary files and DuckDB's JSON reader loads them, extracting custom_id and
-        result type as it validates each line; lines with a `\\u0000` escape (from the
-        first on) and a redo without repeats (`framer.fast` false) go through the
+        result type as it validates each line; lines with a `\\u0000` or lone surrogate
+        escape (from the first on) and a redo without repeats (`framer.fast` false) go through the
         framer and DuckDB's CSV reader instead. Without a framer, `results` is already
         framed. If iterating it raises (a cut stream), everything rolls back and the
         batch stays `ended`; a line that is not a result line raises

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.result_lines import CopyRows, MalformedLineError, extract_key, split_lines
+from connector.result_lines import (
+    CopyRows,
+    MalformedLineError,
+    extract_key,
+    fix_escapes,
+    needs_fixing,
+    split_lines,
+)
 
 
 def _line(custom_id: str, result_type: str = "succeeded", **extra: object) -> bytes:
@@ -141,3 +148,70 @@ def test_blocks_of_a_redo_are_all_framed_without_repeats() -> None:
 def test_blocks_pass_raw_lines_unchecked_to_the_database() -> None:
     framer = CopyRows(batch_id="b", landed_at="t")
     assert list(framer.blocks([b"not json\n", b"x"])) == [(False, b"not json\n"), (False, b"x")]
+
+
+# -- lone surrogate escapes ------------------------------------------------------------
+
+TEXT = b'{"custom_id":"s","result":{"type":"succeeded","text":"%s"}}'
+
+
+@pytest.mark.parametrize(
+    ("text", "fixed", "nul", "surrogate"),
+    [
+        (rb"a\ud800b", rb"a\ufffdb", False, True),  # a high surrogate alone
+        (rb"a\udc00b", rb"a\ufffdb", False, True),  # a low surrogate alone
+        (rb"a\uDBFFb", rb"a\ufffdb", False, True),  # upper-case hex digits
+        (rb"a\ud800", rb"a\ufffd", False, True),  # at the end of the string
+        (rb"\udc00\ud800", rb"\ufffd\ufffd", False, True),  # low then high: no pair
+        (rb"\ud800\ud83d\ude00", rb"\ufffd\ud83d\ude00", False, True),  # high, then a pair
+        (rb"\ud83d\ude00", rb"\ud83d\ude00", False, False),  # a valid pair is kept
+        (rb"\uD83D\uDE00", rb"\uD83D\uDE00", False, False),
+        (rb"a\\ud800b", rb"a\\ud800b", False, False),  # an escaped backslash, then text
+        (rb"a\\\ud800b", rb"a\\\ufffdb", False, True),  # escaped backslash, then a lone one
+        (rb"\\ud800\udc00", rb"\\ud800\ufffd", False, True),  # the low half is alone
+        (rb"a\u0000\ud800", rb"a\ufffd\ufffd", True, True),
+        (rb"\ud7ff\ue000", rb"\ud7ff\ue000", False, False),  # just outside the range
+    ],
+)
+def test_fix_escapes_neutralises_nul_and_lone_surrogates_only(
+    text: bytes, fixed: bytes, nul: bool, surrogate: bool
+) -> None:
+    line = TEXT % text
+    out, had_nul, had_surrogate = fix_escapes(line)
+    assert out == TEXT % fixed
+    assert (had_nul, had_surrogate) == (nul, surrogate)
+    assert needs_fixing(line) == (nul or surrogate)
+    orjson.loads(out)  # strict UTF-8 JSON: no surrogate survives alone
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_copy_rows_replace_a_lone_surrogate_and_name_the_line(fast: bool) -> None:
+    lone = TEXT % rb"x\ud800y"
+    lines = [_line("a"), lone, _line("b")]
+    rows = CopyRows(batch_id="b", landed_at="t", fast=fast)
+    out = b"".join(rows.rows([b"\n".join(lines) + b"\n"])).split(b"\n")[:-1]
+    framed = [row.split(b"\x02")[3] for row in out]
+    assert framed == [_line("a"), TEXT % rb"x\ufffdy", _line("b")]
+    assert rows.surrogate_fixed == ["s"] and rows.nul_fixed == []
+
+
+@given(st.integers(min_value=1, max_value=200))
+def test_blocks_are_framed_from_the_first_lone_surrogate(size: int) -> None:
+    lines = [_line("a"), TEXT % rb"\udfff!", _line("c"), _line("d", text="\U0001f600")]
+    data = b"\n".join(lines) + b"\n"
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    framer = CopyRows(batch_id="b", landed_at="t")
+    blocks = list(framer.blocks(chunks))
+    raw = b"".join(block for framed, block in blocks if not framed).split(b"\n")[:-1]
+    rows = b"".join(block for framed, block in blocks if framed).split(b"\n")[:-1]
+    assert raw + [row.split(b"\x02")[3] for row in rows] == [
+        line.replace(rb"\udfff", rb"\ufffd") for line in lines
+    ]
+    assert framer.surrogate_fixed == ["s"]
+
+
+def test_a_valid_pair_keeps_the_fast_path() -> None:
+    data = TEXT % rb"\ud83d\ude00" + b"\n"
+    assert not needs_fixing(data)
+    framer = CopyRows(batch_id="b", landed_at="t")
+    assert list(framer.blocks([data])) == [(False, data)]
