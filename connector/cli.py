@@ -3,7 +3,7 @@ one function and renders its result (`connector.render`).
 
 Exit codes: 0 done or progressing; 1 an error stopped part of the work; 2 usage or
 configuration; 3 the API refused the account; 4 a budget stopped submission;
-5 the warehouse file is locked.
+5 the warehouse file or the ledger's sync guard is held by another process.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done or progressing; 1 error; 2 usage or configuration; "
-    "3 account refused by the API (401/403/billing); 4 budget; 5 warehouse locked."
+    "3 account refused by the API (401/403/billing); 4 budget; 5 warehouse or ledger busy."
 )
 
 
@@ -146,8 +146,17 @@ def estimate_options(func: F) -> F:
     type=click.FloatRange(min=0),
     default=120.0,
     show_default=True,
-    help="Seconds before an intent whose create answer was lost, with no matching batch "
-    "on the API, is abandoned and its rows released.",
+    help="Seconds before an intent whose create answer was lost, with no batch carrying "
+    "its marker on the API, is abandoned and its rows released (counted from the first "
+    "sync that finds it unresolved).",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for another sync of the same ledger to finish; after that, "
+    "exit 5 having changed nothing.",
 )
 @click.option(
     "--max-usd",
@@ -176,6 +185,7 @@ def sync(
     dry_run: bool,
     max_wait: float | None,
     reconcile_grace: float,
+    lock_wait: float,
     max_usd: float | None,
     approve_usd: float | None,
     exact: bool,
@@ -203,13 +213,17 @@ def sync(
         dry_run=dry_run,
         max_wait_seconds=max_wait,
         reconcile_grace_seconds=reconcile_grace,
+        lock_wait_seconds=lock_wait,
         max_usd=max_usd,
         approve_usd=approve_usd,
         exact=exact,
         sample_size=sample_size,
     )
     console = Console(stderr=as_json)
-    progress: Callable[[str], None] = (lambda _: None) if as_json else console.log
+    # progress lines name enrichments and batches: literal text, never rich markup
+    progress: Callable[[str], None] = (
+        (lambda _: None) if as_json else (lambda message: console.log(render.plain(message)))
+    )
     try:
         with console.status("syncing", spinner="dots") if not as_json and wait else nullcontext():
             report = run_sync(settings, progress)

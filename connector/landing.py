@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from connector.api import BatchApi, RemoteBatch
 from connector.crashpoints import crash_point
-from connector.errors import DuplicateResultLinesError, TransientApiError
+from connector.errors import DuplicateResultLinesError, LedgerError, TransientApiError
 from connector.ledger.base import BatchRecord, LandSummary, Ledger, PollUpdate
+from connector.ledger.params import owned
 from connector.policy import BatchStatus
 from connector.reconcile import is_adopted
 from connector.result_lines import CopyRows, MalformedLineError
@@ -91,8 +92,33 @@ def poll_and_land(
                 _lose(ledger, batch, "results archived before they were landed")
                 continue
         _warn_archive(batch, now)
-        _land(ledger, api, batch, report, on_progress)
+        try:
+            if not _land(ledger, api, batch, report, on_progress):
+                _lose_if_archived(ledger, api, batch, report)
+        except LedgerError as exc:  # another sync moved it first: its work, not ours
+            report.problems.append(f"{batch.enrichment} {batch.batch_id}: {exc}")
     return report
+
+
+def _lose_if_archived(
+    ledger: Ledger, api: BatchApi, batch: BatchRecord, report: LandReport
+) -> None:
+    """After a failed landing of an `ended` batch: if the API has archived its results
+    (29 days after creation), no later sync can land them either, so the batch becomes
+    `results_lost` and its rows retryable instead of staying in flight forever."""
+    assert batch.batch_id is not None
+    try:
+        remote = api.retrieve(batch.batch_id)
+    except TransientApiError:
+        return
+    ledger.record_poll(batch.submission_id, _update(remote))
+    if remote.archived_at is not None:
+        _lose(ledger, batch, "results archived before they were landed")
+        report.in_flight -= 1
+        report.problems.append(
+            f"{batch.enrichment} {batch.batch_id}: results archived before they were landed; "
+            "its rows will be retried"
+        )
 
 
 def _warn_archive(batch: BatchRecord, now: datetime) -> None:
@@ -126,7 +152,8 @@ def _land(
     batch: BatchRecord,
     report: LandReport,
     on_progress: Callable[[str], None],
-) -> None:
+) -> bool:
+    """Land one ended batch; False when its results could not be fetched or loaded."""
     assert batch.batch_id is not None
     adopted = is_adopted(batch.note)
     landed_at = datetime.now(UTC).isoformat()
@@ -147,23 +174,31 @@ def _land(
             batch.batch_id,
             exc,
         )
-        return
-    if adopted and summary.foreign_lines:
+        return False
+    if adopted and not owned(summary):
         ledger.transition(
             batch.submission_id,
             BatchStatus.ENDED,
             BatchStatus.ABANDONED,
-            note=f"adopted batch {batch.batch_id} is not ours ({summary.foreign_lines} "
-            "unknown custom_ids); nothing landed, rows released",
+            note=f"adopted batch {batch.batch_id} is not ours (no marker line of this intent, "
+            f"{summary.foreign_lines} unknown custom_ids); nothing landed, rows released",
         )
         report.problems.append(f"{batch.enrichment} {batch.batch_id}: adopted batch not ours")
-        return
+        return True
     report.landed_batches.append(batch.batch_id)
     report.landed_lines += summary.lines
     report.missing += summary.missing_requests
     for custom_id in rows.nul_fixed:
         log.warning(
             "enrichment=%s batch_id=%s custom_id=%s: \\u0000 in the output replaced by U+FFFD",
+            batch.enrichment,
+            batch.batch_id,
+            custom_id,
+        )
+    for custom_id in rows.surrogate_fixed:
+        log.warning(
+            "enrichment=%s batch_id=%s custom_id=%s: a lone surrogate escape (\\ud800-\\udfff) "
+            "in the output replaced by U+FFFD",
             batch.enrichment,
             batch.batch_id,
             custom_id,
@@ -193,16 +228,9 @@ def _land(
         "enrichment=%s batch_id=%s landed %d lines", batch.enrichment, batch.batch_id, summary.lines
     )
     on_progress(f"{batch.enrichment}: landed {batch.batch_id} ({summary.lines} lines)")
+    return True
 
 
-    for custom_id in rows.surrogate_fixed:
-        log.warning(
-            "enrichment=%s batch_id=%s custom_id=%s: a lone surrogate escape (\\ud800-\\udfff) "
-            "in the output replaced by U+FFFD",
-            batch.enrichment,
-            batch.batch_id,
-            custom_id,
-        )
 def _land_once(
     ledger: Ledger, api: BatchApi, batch: BatchRecord, rows: CopyRows, adopted: bool
 ) -> LandSummary:
@@ -215,6 +243,7 @@ def _land_once(
             _crash_midway(chunks),
             rows,
             require_own=adopted,
+            marker=batch.marker_custom_id,
         )
 
 

@@ -16,8 +16,11 @@ class Settings:
     poll_interval: float = 30.0  # at most one retrieve per batch per interval
     dry_run: bool = False
     # An intent whose create outcome is unknown is abandoned only after this long with
-    # no matching batch on the API (a slow create may still be landing on their side).
+    # no batch carrying its marker on the API, counted from when a sync holding the
+    # guard first found it unresolved (a create may still be landing on their side).
     reconcile_grace_seconds: float = 120.0
+    # how long `enrich sync` waits for another sync of the same ledger to finish
+    lock_wait_seconds: float = 0.0
     # Batches created this long before an intent still count as candidates (clock skew).
     clock_skew_seconds: float = 600.0
     create_attempts: int = 5  # 429s honoured before giving up on a create this run

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 from connector.api import BatchApi
 from connector.budgets import BudgetStop, RunBudget, oldest_first, select_within
-from connector.errors import AccountError, ConfigError, EnrichError
+from connector.errors import (
+    AccountError,
+    ConfigError,
+    EnrichError,
+    GuardLostError,
+    WarehouseLockedError,
+)
 from connector.estimate import (
     Estimate,
     calibrated_models,
@@ -31,13 +37,13 @@ from connector.ledger.base import RequestRecord
 from connector.policy import IN_FLIGHT
 from connector.pricing import Price
 from connector.project import Enrichment, Project, load_project, run_dbt
-from connector.reconcile import reconcile_submitting
+from connector.reconcile import reconcile
 from connector.settings import Settings
 from connector.submit import SubmitReport, submit_enrichment
 
 log = logging.getLogger(__name__)
 
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3
 
 
 @dataclass
@@ -50,6 +56,8 @@ class SyncReport:
     dry_run: bool = False
     estimates: list[Estimate] = field(default_factory=list)  # dry runs
     budget_stops: list[BudgetStop] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # batch ids found this run
+    reconcile_problems: list[str] = field(default_factory=list)
 
 
 def ensure_ledger(project: Project, ledger: Ledger) -> None:
@@ -92,28 +100,38 @@ def _gc_frozen() -> Iterator[None]:
 @contextmanager
 def opened(settings: Settings) -> Iterator[tuple[Project, Ledger]]:
     project = load_project(settings.project_dir, settings.profiles_dir, settings.target)
+    with _ledger(project) as ledger:
+        yield project, ledger
+
+
+@contextmanager
+def _ledger(project: Project) -> Iterator[Ledger]:
     ledger = open_ledger(project.target, project.ledger_schema)
     try:
         ensure_ledger(project, ledger)
-        yield project, ledger
+        yield ledger
     finally:
         ledger.close()
 
 
 def sync(settings: Settings, on_progress: Callable[[str], None] = lambda _: None) -> SyncReport:
     report = SyncReport(dry_run=settings.dry_run)
-    with opened(settings) as (project, ledger):
-        selected = project.select(settings.select)
-        for model, message in project.invalid:
-            if not settings.select or model in settings.select:
-                report.errors.append(message)
-        # a dry run changes nothing and needs no key (count_tokens is used when there is one)
-        api = optional_api(settings) if settings.dry_run else BatchApi(timeout=settings.api_timeout)
-        try:
-            _run(project, ledger, api, settings, selected, report, on_progress)
-        finally:
-            if api is not None:
-                api.close()
+    project = load_project(settings.project_dir, settings.profiles_dir, settings.target)
+    selected = project.select(settings.select)
+    for model, message in project.invalid:
+        if not settings.select or model in settings.select:
+            report.errors.append(message)
+    # a dry run changes nothing and needs no key (count_tokens is used when there is one)
+    api = optional_api(settings) if settings.dry_run else BatchApi(timeout=settings.api_timeout)
+    try:
+        if settings.dry_run or api is None:
+            with _ledger(project) as ledger:
+                _submit_all(project, ledger, api, settings, selected, report, on_progress)
+        else:
+            _passes(project, api, settings, selected, report, on_progress)
+    finally:
+        if api is not None:
+            api.close()
     return report
 
 
@@ -125,7 +143,61 @@ def optional_api(settings: Settings) -> BatchApi | None:
         return None
 
 
-def _run(
+def _passes(
+    project: Project,
+    api: BatchApi,
+    settings: Settings,
+    selected: tuple[Enrichment, ...],
+    report: SyncReport,
+    on_progress: Callable[[str], None],
+) -> None:
+    """One pass (finish pending work, then submit), and with --wait more passes (finish
+    pending work) until nothing is in flight. Each pass opens the ledger and holds its
+    sync guard, and lets both go before the next: between polls, `dbt build` can open a
+    DuckDB file and another sync can take its turn."""
+    started = time.monotonic()
+    first = True
+    while True:
+        try:
+            with (
+                _ledger(project) as ledger,
+                ledger.sync_guard(settings.lock_wait_seconds if first else 0.0),
+            ):
+                _finish_pending(ledger, api, settings, report, on_progress)
+                if first:
+                    _submit_all(project, ledger, api, settings, selected, report, on_progress)
+                report.in_flight = _in_flight(ledger)
+        except WarehouseLockedError as exc:
+            if first:
+                raise
+            log.info("between polls, the ledger is busy (%s); trying again", exc)
+        first = False
+        if not settings.wait or report.in_flight == 0:
+            return
+        if settings.max_wait_seconds is not None and (
+            time.monotonic() - started > settings.max_wait_seconds
+        ):
+            report.errors.append(f"--wait gave up after {settings.max_wait_seconds:.0f}s")
+            return
+        time.sleep(settings.poll_interval)
+
+
+def _finish_pending(
+    ledger: Ledger,
+    api: BatchApi,
+    settings: Settings,
+    report: SyncReport,
+    on_progress: Callable[[str], None],
+) -> None:
+    """Reconcile intents whose create outcome is unknown, then poll and land."""
+    rec = reconcile(ledger, api, settings)
+    report.unresolved_intents = len(rec.unresolved)
+    report.orphans += rec.orphans
+    report.reconcile_problems += rec.problems
+    report.landing.append(poll_and_land(ledger, api, settings, on_progress))
+
+
+def _submit_all(
     project: Project,
     ledger: Ledger,
     api: BatchApi | None,
@@ -134,12 +206,7 @@ def _run(
     report: SyncReport,
     on_progress: Callable[[str], None],
 ) -> None:
-    started = time.monotonic()
-    # 1. finish pending work before new work
-    if api is not None and not settings.dry_run:
-        report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
-        report.landing.append(poll_and_land(ledger, api, settings, on_progress))
-    # 2. new work, within budgets
+    """New work, within budgets, enrichment by enrichment: one failing stops only itself."""
     prices = load_prices(project, ledger)
     run_budget = RunBudget(settings)
     for enrichment in project.enrichments:
@@ -150,7 +217,7 @@ def _run(
                 sub = _submit_within_budget(
                     ledger, api, enrichment, settings, prices, run_budget, report, on_progress
                 )
-        except AccountError:
+        except (AccountError, GuardLostError):
             raise
         except EnrichError as exc:
             report.errors.append(str(exc))
@@ -158,20 +225,6 @@ def _run(
         report.submitted.append(sub)
         if sub.stopped:
             report.errors.append(f"{enrichment.name}: {sub.stopped}")
-    # 3. with --wait, poll until nothing is in flight
-    while settings.wait and api is not None and not settings.dry_run:
-        in_flight = _in_flight(ledger)
-        if in_flight == 0:
-            break
-        if settings.max_wait_seconds is not None and (
-            time.monotonic() - started > settings.max_wait_seconds
-        ):
-            report.errors.append(f"--wait gave up after {settings.max_wait_seconds:.0f}s")
-            break
-        time.sleep(settings.poll_interval)
-        report.unresolved_intents = len(reconcile_submitting(ledger, api, settings))
-        report.landing.append(poll_and_land(ledger, api, settings, on_progress))
-    report.in_flight = _in_flight(ledger)
 
 
 def _submit_within_budget(

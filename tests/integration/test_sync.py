@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.received import row_requests
 from harness.warehouses import Warehouse
 
 from connector.settings import Settings
@@ -52,7 +53,7 @@ def test_thousand_rows_land_once_and_match_their_rows(
     assert [n for (n,) in sizes] == [200, 400, 400]
     stats = emulator.stats()
     assert stats["batches_created"] == 3
-    assert all(n == 1 for n in stats["requests_by_custom_id"].values())
+    assert all(n == 1 for n in row_requests(stats).values())
 
     again = sync(settings)
     assert sum(s.submitted for s in again.submitted) == 0
@@ -63,4 +64,4 @@ def test_thousand_rows_land_once_and_match_their_rows(
     third = sync(settings)
     assert sum(s.submitted for s in third.submitted) == 25
     assert enrich_env.fetch("select count(*) from enrich.results_raw")[0][0] == 1025
-    assert max(emulator.stats()["requests_by_custom_id"].values()) == 1
+    assert max(row_requests(emulator.stats()).values()) == 1

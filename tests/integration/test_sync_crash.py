@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from harness.enrich_project import KEY_TYPES
+from harness.received import row_requests
 from harness.warehouses import Warehouse
 
 ROWS = 300
@@ -64,7 +65,7 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
 
     lines = enrich_env.fetch("select custom_id from enrich.results_raw")
     assert sorted(int(c) for (c,) in lines) == list(range(ROWS))  # all landed, none twice
-    received = Counter(emulator.stats()["requests_by_custom_id"])
+    received = row_requests(emulator.stats())
     assert set(received) == {str(i) for i in range(ROWS)}
     # no row submitted twice: the orphan batch (if any) was adopted, not duplicated
     assert max(received.values()) == 1, received.most_common(3)
@@ -90,7 +91,7 @@ def test_create_that_commits_but_never_answers_is_adopted_not_duplicated(
     assert second.returncode == 0, second.stderr[-2000:]
 
     assert emulator.stats()["faults_fired"].get("create_no_answer", 0) >= 1
-    received = Counter(emulator.stats()["requests_by_custom_id"])
+    received = row_requests(emulator.stats())
     assert len(received) == ROWS and max(received.values()) == 1
     lines = enrich_env.fetch("select count(*) from enrich.results_raw")
     assert lines[0][0] == ROWS

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from harness.enrich_project import KEY_TYPES
+from harness.received import row_requests
 from harness.warehouses import Warehouse
 
 from connector.settings import Settings
@@ -96,6 +97,6 @@ def test_faults_lose_nothing_and_land_nothing_twice(
             assert all(r[2] is not None or r[1] == "results_lost" for r in attempted), reqs
 
     # every request the API received is a request the ledger knows (nothing orphaned)
-    received = Counter(emulator.stats()["requests_by_custom_id"])
+    received = row_requests(emulator.stats())
     known = Counter(r[0] for r in rows if r[1] != "abandoned")
     assert received == known

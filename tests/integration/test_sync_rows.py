@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from harness.enrich_project import KEY_TYPES, with_
+from harness.received import rows_received
 from harness.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
 from connector.custom_id import CUSTOM_ID_RE
@@ -104,7 +105,7 @@ def test_bad_rows_are_reported_with_their_key_and_the_rest_goes_on(
     assert "over the limit" in reasons["huge"] and "bytes" in reasons["huge"]
     assert "empty" in reasons["empty"]
     assert sub.submitted == 21
-    assert emulator.stats()["requests_received"] == 21
+    assert rows_received(emulator.stats()) == 21
     stored = enrich_env.fetch("select primary_key ->> 'doc_key', reason from enrich.rejections")
     assert sorted(k or "" for k, _ in stored) == ["", "dup", "dup", "empty", "huge"]
     landed = enrich_env.fetch("select count(*) from enrich.results_raw")[0][0]
@@ -186,7 +187,7 @@ def test_bad_max_tokens_in_a_hand_written_view_rejects_those_rows_and_the_run_go
     assert {int(k): why for k, why in stored} == reasons
     pairs = next(s for s in report.submitted if s.enrichment == "pairs")
     assert pairs.submitted == 1  # an enrichment after the bad view still ran
-    assert emulator.stats()["requests_received"] == 3
+    assert rows_received(emulator.stats()) == 3
 
 
 def test_text_max_tokens_in_a_hand_written_view_is_a_rejection(
