@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_KEY = "sk-ant-demo-emulator-only"
@@ -97,9 +98,10 @@ def _sync(console: Console) -> None:
     report = sync(Settings(project_dir=ROOT, profiles_dir=ROOT, wait=True, poll_interval=0.5))
     sent = {s.enrichment: s.submitted for s in report.submitted}
     landed = sum(r.landed_lines for r in report.landing)
-    console.log(f"enrich sync --wait: submitted {sent}, landed {landed} result lines")
+    # names and messages from data are printed as literal Text, never as rich markup
+    console.log(Text(f"enrich sync --wait: submitted {sent}, landed {landed} result lines"))
     for error in report.errors:
-        console.log(f"[red]{error}[/red]")
+        console.log(Text(error, style="red"))
 
 
 def _table(title: str, header: list[str], rows: list[tuple[Any, ...]]) -> Table:
@@ -107,7 +109,7 @@ def _table(title: str, header: list[str], rows: list[tuple[Any, ...]]) -> Table:
     for name in header:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     return table
 
 

@@ -1,4 +1,10 @@
-"""Rendering command results: tables for people, one JSON document for machines."""
+"""Rendering command results: tables for people, one JSON document for machines.
+
+Everything that comes from data (keys, reasons, enrichment and model names, batch ids,
+error messages) reaches rich as `Text`, never as a markup string: a key like `[/red]`
+or `[link=...]` is printed as written, never interpreted (no markup, no emoji codes,
+no hyperlinks). Styles are applied to whole `Text` spans.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from connector.budgets import usd
 from connector.commands import CancelReport
@@ -36,51 +43,71 @@ def to_json(value: Any) -> str:
     return json.dumps(_plain(value), indent=2, sort_keys=True, default=str)
 
 
+def plain(value: object, style: str = "") -> Text:
+    """`value` as literal text for rich: markup, emoji codes and links are not parsed."""
+    return Text(str(value), style=style)
+
+
+def line(*parts: object, style: str = "") -> Text:
+    """One printed line from literal parts (joined with no separator), in one style."""
+    return Text("".join(str(p) for p in parts), style=style)
+
+
 def sync_summary(report: SyncReport, console: Console) -> None:
     table = Table(title="enrich sync" + (" (dry run)" if report.dry_run else ""))
     for col in ("enrichment", "flagged", "submitted", "skipped", "rejected", "batches"):
         table.add_column(col, justify="left" if col == "enrichment" else "right")
     for s in report.submitted:
         table.add_row(
-            s.enrichment,
+            plain(s.enrichment),
             str(s.flagged),
             str(s.submitted),
             str(sum(s.skipped.values())),
             str(len(s.rejected)),
-            ", ".join(s.batches) or "-",
+            plain(", ".join(s.batches) or "-"),
         )
     console.print(table)
     landed = sum(len(r.landed_batches) for r in report.landing)
     lines = sum(r.landed_lines for r in report.landing)
     console.print(
-        f"landed {landed} batches ({lines} result lines); {report.in_flight} requests in flight"
+        line(
+            f"landed {landed} batches ({lines} result lines); {report.in_flight} requests in flight"
+        )
     )
     for s in report.submitted:
         for why, n in s.skipped.most_common():
-            console.print(f"  {s.enrichment}: skipped {n}: {why}")
+            console.print(line("  ", s.enrichment, f": skipped {n}: ", why))
         for key, why in s.rejected[:10]:
-            console.print(f"  [yellow]{s.enrichment}: rejected row {key}: {why}[/yellow]")
+            console.print(
+                line("  ", s.enrichment, ": rejected row ", key, ": ", why, style="yellow")
+            )
         if len(s.rejected) > 10:
             console.print(
-                f"  {s.enrichment}: ... {len(s.rejected) - 10} more rejected rows "
-                "(see the ledger's rejections table)"
+                line(
+                    "  ",
+                    s.enrichment,
+                    f": ... {len(s.rejected) - 10} more rejected rows ",
+                    "(see the ledger's rejections table)",
+                )
             )
     for r in report.landing:
         for p in r.problems:
-            console.print(f"  [yellow]{p}[/yellow]")
+            console.print(line("  ", p, style="yellow"))
     for s in report.submitted:
         if s.shared:
-            console.print(f"  {s.enrichment}: {s.shared} rows share an identical request (dedupe)")
+            console.print(
+                line("  ", s.enrichment, f": {s.shared} rows share an identical request (dedupe)")
+            )
     if report.estimates:
         estimate_table(report.estimates, console)
     for e in report.errors:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(Text.assemble(("error:", "red"), " ", plain(e)))
 
 
-def _cell(value: object) -> str:
+def _cell(value: object) -> Text:
     if isinstance(value, float):
-        return usd(value)
-    return "-" if value is None else str(value)
+        return plain(usd(value))
+    return plain("-" if value is None else value)
 
 
 SPEND_COLUMNS = (
@@ -126,8 +153,8 @@ def estimate_table(estimates: list[Estimate], console: Console) -> None:
         table.add_column(col, justify="left" if col in ("enrichment", "model") else "right")
     for e in estimates:
         table.add_row(
-            e.enrichment,
-            e.model,
+            plain(e.enrichment),
+            plain(e.model),
             str(e.requests),
             f"{e.input_tokens:,.0f}",
             f"{e.output_tokens_expected:,.0f}",
@@ -137,19 +164,27 @@ def estimate_table(estimates: list[Estimate], console: Console) -> None:
         )
     console.print(table)
     for e in estimates:
-        console.print(f"  {e.enrichment}: input tokens from {e.input_method}")
-        console.print(f"  {e.enrichment}: output tokens from {e.output_method}")
+        console.print(line("  ", e.enrichment, ": input tokens from ", e.input_method))
+        console.print(line("  ", e.enrichment, ": output tokens from ", e.output_method))
         if e.shared:
-            console.print(f"  {e.enrichment}: {e.shared} rows ride on an identical request")
+            console.print(
+                line("  ", e.enrichment, f": {e.shared} rows ride on an identical request")
+            )
         if e.usd_expected is None:
             console.print(
-                f"  [yellow]{e.enrichment}: no price for {e.model} in the seed "
-                "batch_enrich_model_prices[/yellow]"
+                line(
+                    "  ",
+                    e.enrichment,
+                    ": no price for ",
+                    e.model,
+                    " in the seed batch_enrich_model_prices",
+                    style="yellow",
+                )
             )
 
 
 def cancel_summary(report: CancelReport, console: Console) -> None:
     for b in report.canceled:
-        console.print(f"cancel requested: {b}")
+        console.print(line("cancel requested: ", b))
     if not report.canceled:
         console.print("nothing to cancel")
