@@ -18,7 +18,8 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import TupleRow
 
-from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
+from connector.errors import DuplicateResultLinesError, LedgerError
+from connector.ledger import pg_connect
 from connector.ledger import queries as q
 from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
 from connector.ledger.guard import PgSyncGuard
@@ -43,28 +44,22 @@ from connector.result_lines import CopyRows
 COPY_DELIMITER = b"\x02"
 _COPY_OPTIONS = sql.SQL("(format csv, quote e'\\x01', delimiter e'\\x02')")
 
-_CONNECT_KEYS = {"host": "host", "port": "port", "user": "user", "password": "password"}
-
-
 class PostgresLedger(LedgerReads):
     def __init__(self, conn: psycopg.Connection[TupleRow], schema: str) -> None:
         self._conn = conn
         self._schema = schema
 
+    # the profile's target, for every further connection (`pg_connect.connect`); set by
+    # `connect`
+    _target: Target | None = None
+
     @classmethod
     def connect(cls, target: Target, schema: str) -> PostgresLedger:
-        params: dict[str, Any] = {
-            key: target.params[src] for src, key in _CONNECT_KEYS.items() if src in target.params
-        }
-        params["dbname"] = target.params.get("dbname") or target.params.get("database")
-        if target.params.get("sslmode"):
-            params["sslmode"] = target.params["sslmode"]
-        try:
-            conn = psycopg.connect(application_name="batch-enrich", **params)
-        except psycopg.OperationalError as exc:
-            # libpq messages name host and database, never the password
-            raise ConfigError(f"cannot connect to Postgres target '{target.name}': {exc}") from None
-        return cls(conn, schema)
+        """The ledger's writer connection, with every option of the profile and its role
+        (`connector.ledger.pg_connect`)."""
+        ledger = cls(pg_connect.connect(target, "batch-enrich"), schema)
+        ledger._target = target
+        return ledger
 
     # ------------------------------------------------------------------ helpers
     def _t(self, table: str) -> sql.Identifier:
@@ -99,17 +94,12 @@ class PostgresLedger(LedgerReads):
     def stream_flagged(
         self, relation: Relation, columns: Sequence[str], chunk_rows: int
     ) -> Iterator[list[tuple[object, ...]]]:
-        """Rows of the flagged view through a server-side cursor on its own connection,
-        so the writer can commit between chunks."""
-        info = self._conn.info
-        reader = psycopg.connect(
-            host=info.host,
-            port=info.port,
-            user=info.user,
-            password=info.password,
-            dbname=info.dbname,
-            application_name="batch-enrich-reader",
-        )
+        """Rows of the flagged view through a server-side cursor on its own connection
+        (with the writer's options and role: the profile's), so the writer can commit
+        between chunks."""
+        if self._target is None:
+            raise LedgerError("the flagged view reader needs a ledger opened by connect()")
+        reader = pg_connect.connect(self._target, "batch-enrich-reader")
         try:
             with reader.transaction(), reader.cursor(name="batch_enrich_flagged") as cur:
                 cur.itersize = chunk_rows
