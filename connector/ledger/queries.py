@@ -292,9 +292,25 @@ join {requests} as r on r.submission_id = %(sid)s and r.custom_id = x.custom_id
 where x.batch_id = %(batch_id)s
 """
 
+# A row already recorded with the same key and reason (by an earlier sync) is not
+# recorded again, so the table does not grow by the same rows on every run; `seen_at`
+# stays when it was first seen. Rows of one call are all kept (two rows of a view that
+# repeat a key are two rejections). No unique index needed: one sync at a time writes a
+# ledger (its sync guard).
 INSERT_REJECTIONS: Final = """
 insert into {rejections} (enrichment, primary_key, reason, seen_at)
-select %(enrichment)s, unnest(%(keys)s::text[])::jsonb, unnest(%(reasons)s::text[]), now()
+select %(enrichment)s, fresh.primary_key, fresh.reason, now()
+from (
+    select
+        cast(unnest(%(keys)s::text[]) as jsonb) as primary_key,
+        unnest(%(reasons)s::text[]) as reason
+) as fresh
+where not exists (
+    select 1 from {rejections} as seen
+    where seen.enrichment = %(enrichment)s
+        and seen.reason = fresh.reason
+        and cast(seen.primary_key as text) is not distinct from cast(fresh.primary_key as text)
+)
 """
 
 BATCHES: Final = """

@@ -209,3 +209,33 @@ def test_text_max_tokens_in_a_hand_written_view_is_a_rejection(
     assert "flagged view column 'max_tokens' is '512' (str)" in reasons["b"]
     assert emulator.stats()["requests_received"] == 0
     assert enrich_env.count("enrich", "rejections") == 2
+
+
+def test_rows_rejected_again_for_the_same_reason_are_recorded_once(
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings
+) -> None:
+    rows: list[tuple[object, ...]] = [
+        ("fine", "text"),
+        (None, "a row without a key"),
+        ("dup", "first copy"),
+        ("dup", "second copy"),
+        ("empty", "   "),
+    ]
+    enrich_env.create_source("docs", rows, KEY_TYPES["docs"])
+    enrich_env.create_flagged_views(enrich_project, ["docs"])
+    query = "select primary_key::text, reason, seen_at from enrich.rejections order by 1, 2"
+
+    first = sync(with_(settings, select=("docs",)))
+    recorded = enrich_env.fetch(query)
+    second = sync(with_(settings, select=("docs",)))
+
+    assert len(first.submitted[0].rejected) == len(second.submitted[0].rejected) == 4
+    assert len(recorded) == 4  # the two rows repeating "dup" are two rejections
+    assert enrich_env.fetch(query) == recorded  # nothing added; seen_at is the first sighting
+    # a new reason for a known key is recorded
+    enrich_env.insert_rows("docs", [("fine", "a second row for fine")], ["doc_key"])
+    sync(with_(settings, select=("docs",)))
+    reasons = enrich_env.fetch(
+        "select reason from enrich.rejections where primary_key ->> 'doc_key' = 'fine'"
+    )
+    assert reasons == [("primary key repeated in the flagged view",)] * 2
