@@ -27,6 +27,7 @@ def status(settings: Settings) -> list[StatusRow]:
         spend = _spend(ledger, load_prices(project, ledger))
         in_flight = ledger.in_flight_estimates()
         saved = ledger.shared_counts()
+        attention = _attention(ledger)
     known = {r.enrichment for r in rows}
     rows += [StatusRow(name, 0, 0, 0, 0, 0, 0, 0, 0) for name in sorted(declared - known)]
     if settings.select:
@@ -38,10 +39,27 @@ def status(settings: Settings) -> list[StatusRow]:
             spend_total_usd=spend[r.enrichment][1],
             in_flight_estimated_usd=in_flight.get(r.enrichment, 0.0),
             requests_saved=saved.get(r.enrichment, 0),
+            unresolved_intents=sum(1 for kind, _ in attention[r.enrichment] if kind == "intent"),
+            orphan_batches=sum(1 for kind, _ in attention[r.enrichment] if kind == "orphan"),
+            attention=tuple(text for _, text in attention[r.enrichment]),
         )
         for r in rows
     ]
     return sorted(rows, key=lambda r: r.enrichment)
+
+
+def _attention(ledger: Ledger) -> defaultdict[str, list[tuple[str, str]]]:
+    """Per enrichment, what an operator must know: intents whose create outcome is not
+    known (and why), and orphan batches (created, billed, not landed)."""
+    found: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for b in ledger.batches([BatchStatus.SUBMITTING]):
+        why = b.note or (
+            "create call in progress" if b.create_started_at else "intent recorded, not sent"
+        )
+        found[b.enrichment].append(("intent", f"submission {b.submission_id}: {why}"))
+    for o in ledger.orphans():
+        found[o.enrichment].append(("orphan", f"orphan batch {o.batch_id}: {o.note}"))
+    return found
 
 
 def _spend(ledger: Ledger, prices: dict[str, Price]) -> defaultdict[str, list[float | None]]:

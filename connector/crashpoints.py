@@ -2,7 +2,8 @@
 
 Set BATCH_ENRICH_CRASH_AT=<name> to die at that boundary; used only by the crash-
 safety tests, which prove that a rerun finishes the work without losing or
-duplicating a row. Names: after_intent, after_create, mid_landing.
+duplicating a row. Names: after_intent, before_create (the create is stamped
+as started, not sent), after_create, mid_landing.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ SPEND_COLUMNS = (
 
 def status_table(rows: list[StatusRow], console: Console) -> None:
     """Two tables: where the requests are, then what they cost."""
-    names = [f.name for f in dataclasses.fields(StatusRow)]
+    names = [f.name for f in dataclasses.fields(StatusRow) if f.name != "attention"]
     progress = [n for n in names if n not in SPEND_COLUMNS]
     for title, columns in (
         ("enrich status", progress),
@@ -136,6 +136,9 @@ def status_table(rows: list[StatusRow], console: Console) -> None:
         for r in rows:
             table.add_row(*(_cell(getattr(r, n)) for n in columns))
         console.print(table)
+    for r in rows:
+        for text in r.attention:
+            console.print(line(r.enrichment, ": ", text, style="yellow"))
 
 
 def estimate_table(estimates: list[Estimate], console: Console) -> None:

@@ -52,6 +52,7 @@ class Emulator:
         self._requests_received = 0
         self._by_custom_id: Counter[str] = Counter()
         self._http_requests: Counter[str] = Counter()
+        self._calls_in_progress = 0
         self._http_seconds: dict[str, float] = {}
 
     # -- the API ---------------------------------------------------------------------
@@ -184,11 +185,13 @@ class Emulator:
         """Count one API call (before it is answered, so a client sees it counted)."""
         with self._stats_lock:
             self._http_requests[endpoint] += 1
+            self._calls_in_progress += 1
 
     def add_call_time(self, endpoint: str, seconds: float) -> None:
         """Add the time the emulator spent answering one call of `endpoint`."""
         with self._stats_lock:
             self._http_seconds[endpoint] = self._http_seconds.get(endpoint, 0.0) + seconds
+            self._calls_in_progress -= 1
 
     def stats(self) -> dict[str, Any]:
         """Counters; waits for background processing so item fault counts are final."""
@@ -201,6 +204,9 @@ class Emulator:
                 "faults_fired": self.faults.fired(),
                 "batches": self.store.ids(),
                 "http_requests": dict(self._http_requests),
+                # API calls received and not yet answered (or dropped): a test that
+                # killed clients waits for 0 before it reads the emulator's state
+                "calls_in_progress": self._calls_in_progress,
                 "http_seconds": {k: round(v, 6) for k, v in self._http_seconds.items()},
                 "faults": str(self.faults.spec),
                 "clock_offset_seconds": self.clock.offset,

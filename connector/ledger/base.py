@@ -78,6 +78,11 @@ class StatusRow:
     spend_total_usd: float | None = 0.0
     in_flight_estimated_usd: float = 0.0  # the estimates recorded when submitted
     requests_saved: int = 0  # dedupe: rows served by another row's request
+    # exactly-once: intents whose create outcome is not known yet, batches on the API
+    # this ledger created but holds no row for, and a line about each (docs/ledger.md)
+    unresolved_intents: int = 0
+    orphan_batches: int = 0
+    attention: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

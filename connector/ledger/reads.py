@@ -111,7 +111,7 @@ class LedgerReads(ABC):
 
     def status(self) -> list[StatusRow]:
         rows = self._read(q.STATUS, status_params())
-        return [StatusRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
+        return [_status_row(r) for r in rows]
 
     # ----------------------------------------------------------- cost controls
     def calibration(self, enrichment: str, recent: int = 20_000) -> list[Calibration]:
@@ -195,3 +195,12 @@ class LedgerReads(ABC):
                 (q.DELETE_DEFERRALS, {"enrichment": enrichment, "ids": [r[2] for r in rows]}),
             ]
         )
+
+
+def _status_row(r: Sequence[Any]) -> StatusRow:
+    batches, requests, landed, succeeded, retryable, terminal, missing, rejected = (
+        int(v) for v in r[1:9]
+    )
+    return StatusRow(
+        str(r[0]), batches, requests, landed, succeeded, retryable, terminal, missing, rejected
+    )
