@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from connector.ledger import queries as q
 from connector.errors import LedgerError
+from connector.ledger import queries as q
 from connector.ledger.base import (
     BatchRecord,
     Calibration,
@@ -74,9 +74,7 @@ class LedgerReads(ABC):
 
     def orphans(self) -> list[OrphanRecord]:
         rows = self._read(q.ORPHANS, {})
-        return [
-            OrphanRecord(str(r[0]), str(r[1]), str(r[2]), r[3], r[4], r[5]) for r in rows
-        ]
+        return [OrphanRecord(str(r[0]), str(r[1]), str(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def version(self) -> int | None:
         if not self._read(q.VERSION_TABLE_EXISTS, {"schema": self._schema}):
