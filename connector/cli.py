@@ -61,25 +61,61 @@ def project_options(func: F) -> F:
         click.option(
             "--json", "as_json", is_flag=True, help="Print one JSON document (for machines)."
         ),
-        click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug)."),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            help="More logging (-v info, -vv debug; the SDK's HTTP log at info, no bodies).",
+        ),
+        click.option(
+            "--debug-http",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember_debug_http,
+            help="Also log the SDK's HTTP requests in full at debug level. Their bodies "
+            "hold your prompts (count_tokens, batch create): for debugging only.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+#: The SDK's loggers. At debug level they log every request's body (the prompts of
+#: count_tokens and of a batch create), so they never go below INFO without --debug-http.
+SDK_LOGGERS = ("anthropic", "httpx2")
+
+
+def _remember_debug_http(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["debug_http"] = value
+    return value
+
+
 def _setup_logging(verbose: int) -> None:
     """Log to stderr from our loggers (and the SDK's at -vv). dbt, imported later,
-    manages the root logger itself, so the handler sits on named loggers."""
+    manages the root logger itself, so the handler sits on named loggers.
+
+    The SDK's loggers stay at INFO at most (request lines, retries; no bodies), even at
+    -vv or with ANTHROPIC_LOG=debug, unless --debug-http was given."""
+    import anthropic  # noqa: F401  (its import reads ANTHROPIC_LOG; the levels below win)
+
+    context = click.get_current_context(silent=True)
+    debug_http = bool(context is not None and context.meta.get("debug_http"))
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    names = ["connector"] + (["anthropic", "httpx2"] if verbose >= 2 else [])
+    names = ["connector"] + (list(SDK_LOGGERS) if verbose >= 2 or debug_http else [])
     for name in names:
         logger = logging.getLogger(name)
         logger.setLevel(level)
         logger.addHandler(handler)
         logger.propagate = False
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if debug_http:
+            logger.setLevel(logging.DEBUG)
+        elif logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def _fail(exc: EnrichError, as_json: bool) -> None:

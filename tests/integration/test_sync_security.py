@@ -24,6 +24,11 @@ from connector.emulator import EmulatorConfig, run_emulator
 from connector.settings import Settings
 from connector.sync import sync
 
+# Only a guard against a hung `enrich sync` subprocess (the test would otherwise block
+# forever): generous, so that a slow, busy machine never trips it; the outcome checks
+# are the exit codes and outputs.
+HANG_GUARD_SECONDS = 900
+
 
 def test_api_key_is_nowhere_in_ledger_logs_or_errors(
     enrich_env: Warehouse,
@@ -55,6 +60,7 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
             "--select",
             "items",
             "-vv",
+            "--debug-http",
             "--poll-interval",
             "0",
             "--wait",
@@ -62,7 +68,7 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert "DEBUG" in verbose.stderr  # debug logging really was on
@@ -84,7 +90,7 @@ def test_api_key_is_nowhere_in_ledger_logs_or_errors(
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_GUARD_SECONDS,
         )
     assert refused.returncode == 3, refused.stderr[-2000:]
 
@@ -119,7 +125,7 @@ def test_refused_key_stops_the_run_with_exit_3_and_consumes_no_attempts(
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_GUARD_SECONDS,
         )
     assert out.returncode == 3, out.stderr
     assert "refused the account" in out.stderr and "ANTHROPIC_API_KEY" in out.stderr
@@ -154,3 +160,31 @@ def test_schema_names_with_quotes_and_semicolons_are_identifiers(
     schema = 'led"ger; drop table app.items_src; --'
     assert enrich_env.count(schema, "results_raw") == 10
     assert enrich_env.fetch("select count(*) from app.items_src")[0][0] == 10
+
+
+def _sync_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", "sync", "--project-dir", str(project), *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
+    )
+
+
+def test_prompts_reach_the_log_only_with_debug_http(
+    enrich_env: Warehouse, enrich_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = "PROMPT-TEXT-7f3a"
+    enrich_env.create_source("items", [(1, f"{marker} one")], KEY_TYPES["items"])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
+    monkeypatch.setenv("ANTHROPIC_LOG", "debug")  # the SDK's own switch does not open it
+
+    quiet = _sync_cli(enrich_project, "--select", "items", "-vv", "--dry-run", "--exact")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "count_tokens" in quiet.stderr  # the SDK's request lines are logged...
+    assert marker not in quiet.stderr + quiet.stdout  # ...without their bodies
+
+    debug = _sync_cli(enrich_project, "--select", "items", "-vv", "--debug-http", "--dry-run")
+    assert debug.returncode == 0, debug.stderr[-2000:]
+    assert marker in debug.stderr  # what --debug-http is documented to show
