@@ -1,4 +1,5 @@
 {#- Input model of the review_aspects enrichment: one row per (product_id, review_id). -#}
+{{ config(enabled=var('batch_enrich_examples', project_name == 'batch_enrich')) }}
 
 with
 

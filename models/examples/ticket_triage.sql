@@ -1,4 +1,5 @@
 {#- Input model of the ticket_triage enrichment: one row per ticket, with the prompt. -#}
+{{ config(enabled=var('batch_enrich_examples', project_name == 'batch_enrich')) }}
 
 with
 
