@@ -19,6 +19,15 @@ Cost controls (docs/costs.md), type-checked here and acted on elsewhere:
 - ``cache_ttl`` ("5m" or "1h", default "1h": a batch may take longer than five minutes).
 - ``cached_prefix`` (text, optional): a prefix shared by every row's user message, sent
   as its own cached content block before the prompt column's text.
+
+The dbt package validates the same declarations with the same rules
+(``declaration_problem`` in macros/declaration.sql): what one accepts the other accepts,
+so the flagged views that build are exactly the enrichments sync submits. Beyond the
+JSON Schema meta-schema, both refuse what cannot safely reach SQL or the API: a NUL
+character or lone surrogate in any string or key, a key that is not a string, a number
+that is not finite, and in an object schema an empty property name, a property schema
+that is not a mapping, a ``minLength``/``maxLength`` that is not an integer, and a
+``required`` name that is not in ``properties``.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from jsonschema.exceptions import SchemaError
 from connector.errors import ConfigError
 
 TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+UNSAFE_TEXT_RE = re.compile("[\x00\ud800-\udfff]")
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000
 
@@ -240,7 +250,65 @@ class _Reader:
                 key,
                 f'must be a JSON Schema with "type": "object", got type {show(value.get("type"))}',
             )
+        self._check_sql_keywords(key, value)
         return dict(value)
+
+    def _check_sql_keywords(self, key: str, schema: Mapping[str, Any]) -> None:
+        """The keywords the dbt package turns into SQL (macros/validation.sql), held to the
+        rules of its ``schema_problem``, beyond what the meta-schema already checked."""
+        properties = schema.get("properties") or {}
+        for name, prop in properties.items():
+            if name == "":
+                raise self.fail(f"{key}.properties", "has an empty property name; name it")
+            if not isinstance(prop, Mapping):
+                raise self.fail(
+                    f"{key}.properties.{name}", f"must be a schema mapping, got {show(prop)}"
+                )
+            for bound in ("minLength", "maxLength"):
+                limit = prop.get(bound)
+                if bound in prop and (isinstance(limit, bool) or not isinstance(limit, int)):
+                    raise self.fail(
+                        f"{key}.properties.{name}.{bound}",
+                        f"must be an integer >= 0, got {show(limit)}",
+                    )
+        for name in schema.get("required") or []:
+            if name not in properties:
+                raise self.fail(f"{key}.required", f"names {name!r}, which is not in properties")
+
+
+def unsafe_value_problem(value: object, path: str) -> tuple[str, str] | None:
+    """The first (path, message) of a value no declaration may hold, at any depth: a NUL
+    character or lone surrogate in a string or key, a key that is not a string, a number
+    that is not finite. Same rule as the dbt package's ``unsafe_value_problem``."""
+    if isinstance(value, str):
+        if UNSAFE_TEXT_RE.search(value):
+            return (
+                path,
+                f"contains a NUL character or a lone surrogate, got {show(value)}; remove it",
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"has a key that is not a string: {show(key)} (keys are strings)"
+            if UNSAFE_TEXT_RE.search(key):
+                return (
+                    path,
+                    f"has a key with a NUL character or a lone surrogate: {show(key)}; remove it",
+                )
+            found = unsafe_value_problem(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, bool) or value is None:
+        return None
+    elif isinstance(value, int | float):
+        if not math.isfinite(value):
+            return path, f"must be a finite number, got {show(value)}"
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = unsafe_value_problem(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _primary_key(reader: _Reader) -> tuple[str, ...]:
@@ -291,6 +359,9 @@ def parse_declaration(model_name: str, raw: Mapping[str, object]) -> Declaration
     if not isinstance(raw, Mapping):
         raise DeclarationError(model_name, "", f"must be a mapping of keys, got {show(raw)}")
     reader = _Reader(model_name, raw)
+    unsafe = unsafe_value_problem(raw, "")
+    if unsafe is not None:
+        raise reader.fail(*unsafe)
     reader.reject_unknown(KNOWN_KEYS)
     primary_key = _primary_key(reader)
     model = reader.required_text("model")

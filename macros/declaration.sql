@@ -69,10 +69,166 @@
 
 
 {#-
-    Raise a compiler error, naming the model and the key, unless the node's declaration
-    follows the contract.
+    A value as a message shows it: JSON (strings quoted, control characters escaped,
+    `.inf` as Infinity), cut to 80 characters.
 -#}
-{% macro validate_declaration(node) -%}
+{% macro shown(value) -%}
+    {%- set text = tojson(value) -%}
+    {%- if text is none -%}
+        {%- set text = value | string -%}
+    {%- endif -%}
+    {{- return(text if text | length <= 80 else text[:77] ~ '...') -}}
+{%- endmacro %}
+
+
+{#-
+    What no declaration value may hold, at any depth (keys included): a NUL character or a
+    lone surrogate in a string (no warehouse text and no API request can carry them), a
+    key that is not a string, a number that is not finite (`.inf`, `.nan`). Returns the
+    first problem as "<path> <what>", or none.
+-#}
+{% macro unsafe_value_problem(value, path) -%}
+    {%- set unsafe_text = '[\\x00\\ud800-\\udfff]' -%}
+    {%- if value is string -%}
+        {%- if modules.re.search(unsafe_text, value) -%}
+            {%- do return(path ~ " contains a NUL character or a lone surrogate, got: " ~ batch_enrich.shown(value)
+                ~ "; remove it") -%}
+        {%- endif -%}
+    {%- elif value is mapping -%}
+        {%- for key, item in value.items() -%}
+            {%- if key is not string -%}
+                {%- do return(path ~ " has a key that is not a string: " ~ batch_enrich.shown(key) ~ " (keys are strings)") -%}
+            {%- endif -%}
+            {%- if modules.re.search(unsafe_text, key) -%}
+                {%- do return(path ~ " has a key with a NUL character or a lone surrogate: "
+                    ~ batch_enrich.shown(key) ~ "; remove it") -%}
+            {%- endif -%}
+            {%- set problem = batch_enrich.unsafe_value_problem(item, path ~ "." ~ key) -%}
+            {%- if problem is not none -%}
+                {%- do return(problem) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- elif value is boolean or value is none -%}
+        {%- do return(none) -%}
+    {%- elif value is number -%}
+        {%- if not (value - value == 0) -%}
+            {%- do return(path ~ " must be a finite number, got: " ~ batch_enrich.shown(value)) -%}
+        {%- endif -%}
+    {%- elif value is sequence -%}
+        {%- for item in value -%}
+            {%- set problem = batch_enrich.unsafe_value_problem(item, path ~ "[" ~ loop.index0 ~ "]") -%}
+            {%- if problem is not none -%}
+                {%- do return(problem) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{- return(none) -}}
+{%- endmacro %}
+
+
+{#- Whether `value` is a string with something other than whitespace. -#}
+{% macro is_nonblank_text(value) -%}
+    {{- return(value is string and value | trim | length > 0) -}}
+{%- endmacro %}
+
+
+{#- Whether `value` is a JSON Schema style list (a sequence that is neither text nor a mapping). -#}
+{% macro is_list(value) -%}
+    {{- return(value is sequence and value is not string and value is not mapping) -}}
+{%- endmacro %}
+
+
+{#-
+    What is wrong with the JSON Schema at `where` (an object schema: output_schema or
+    tool.input_schema), or none. The keywords the package turns into SQL are held to the
+    JSON Schema meta-schema and to the rules connector/declaration.py adds: properties a
+    mapping of non-empty names to schema mappings; `type` a simple type or a non-empty
+    list of distinct ones; `enum` a list; minimum, maximum, exclusiveMinimum and
+    exclusiveMaximum numbers; minLength and maxLength integers >= 0; `required` a list of
+    distinct names, each in properties. Finite numbers and clean text are checked for the
+    whole declaration by unsafe_value_problem. (The connector checks the rest of the
+    meta-schema; nothing else reaches SQL.)
+-#}
+{% macro schema_problem(schema, where) -%}
+    {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
+    {%- if schema is not mapping -%}
+        {%- do return(where ~ " must be a JSON Schema object (a mapping), got: " ~ batch_enrich.shown(schema)) -%}
+    {%- endif -%}
+    {%- if schema.get('type') != 'object' -%}
+        {%- do return(where ~ ' must be a JSON Schema with "type": "object", got type ' ~ batch_enrich.shown(schema.get('type'))) -%}
+    {%- endif -%}
+    {%- set properties = schema.get('properties') -%}
+    {%- if properties is none -%}
+        {%- set properties = {} -%}
+    {%- endif -%}
+    {%- if properties is not mapping -%}
+        {%- do return(where ~ ".properties must be a mapping of property names to schemas, got: " ~ batch_enrich.shown(properties)) -%}
+    {%- endif -%}
+    {%- for name, property in properties.items() -%}
+        {%- set at = where ~ ".properties." ~ name -%}
+        {%- if name | length == 0 -%}
+            {%- do return(where ~ ".properties has an empty property name; name it") -%}
+        {%- endif -%}
+        {%- if property is not mapping -%}
+            {%- do return(at ~ " must be a schema mapping, got: " ~ batch_enrich.shown(property)) -%}
+        {%- endif -%}
+        {%- set types = property.get('type') -%}
+        {%- if types is not none -%}
+            {%- set type_list = [types] if types is string else types -%}
+            {%- if not batch_enrich.is_list(type_list) or type_list | length == 0
+                or type_list | unique | list | length != type_list | length -%}
+                {%- do return(at ~ ".type must be a type name or a non-empty list of distinct type names, got: " ~ batch_enrich.shown(types)) -%}
+            {%- endif -%}
+            {%- for type in type_list -%}
+                {%- if type is not string or type not in schema_types -%}
+                    {%- do return(at ~ ".type " ~ batch_enrich.shown(type) ~ " is not one of " ~ schema_types | join(', ')) -%}
+                {%- endif -%}
+            {%- endfor -%}
+        {%- endif -%}
+        {%- set enum = property.get('enum') -%}
+        {%- if 'enum' in property and not batch_enrich.is_list(enum) -%}
+            {%- do return(at ~ ".enum must be a list, got: " ~ batch_enrich.shown(enum)) -%}
+        {%- endif -%}
+        {%- for bound in ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] -%}
+            {%- set limit = property.get(bound) -%}
+            {%- if bound in property and (limit is boolean or limit is not number) -%}
+                {%- do return(at ~ "." ~ bound ~ " must be a number, got: " ~ batch_enrich.shown(limit)) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- for bound in ['minLength', 'maxLength'] -%}
+            {%- set limit = property.get(bound) -%}
+            {%- if bound in property and (limit is boolean or limit is not integer or limit < 0) -%}
+                {%- do return(at ~ "." ~ bound ~ " must be an integer >= 0, got: " ~ batch_enrich.shown(limit)) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- if 'required' in schema -%}
+        {%- set required = schema.get('required') -%}
+        {%- if not batch_enrich.is_list(required) or required | unique | list | length != required | length -%}
+            {%- do return(where ~ ".required must be a list of distinct property names, got: " ~ batch_enrich.shown(required)) -%}
+        {%- endif -%}
+        {%- for name in required -%}
+            {%- if name is not string -%}
+                {%- do return(where ~ ".required must be a list of distinct property names, got: " ~ batch_enrich.shown(required)) -%}
+            {%- endif -%}
+            {%- if name not in properties -%}
+                {%- do return(where ~ ".required names " ~ batch_enrich.shown(name) ~ ", which is not in properties") -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{- return(none) -}}
+{%- endmacro %}
+
+
+{#-
+    What is wrong with the node's declaration, or none: one message naming the model, the
+    key, what the key must be and what it is. The rules are those of parse_declaration in
+    connector/declaration.py, so that the package builds exactly the enrichments the
+    connector submits (tests/unit/test_declaration.py and
+    tests/integration/test_declaration_isolation.py hold the two to each other). The
+    first problem found is returned (dbt's `return` ends the macro).
+-#}
+{% macro declaration_problem(node) -%}
     {%- set decl = batch_enrich.node_enrich_meta(node) -%}
     {%- set where = "model '" ~ node.name ~ "' (" ~ node.original_file_path ~ "), config.meta.enrich" -%}
     {%- set known = [
@@ -81,35 +237,39 @@
         'max_batch_bytes', 'flagged_model', 'budget_usd', 'budget_usd_per_day', 'dedupe', 'cache',
         'cache_ttl', 'cached_prefix',
     ] -%}
-    {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
 
     {%- if decl is not mapping -%}
-        {%- do exceptions.raise_compiler_error(where ~ " must be a mapping, got: " ~ decl) -%}
+        {%- do return(where ~ " must be a mapping of keys, got: " ~ batch_enrich.shown(decl)) -%}
+    {%- endif -%}
+    {%- set unsafe = batch_enrich.unsafe_value_problem(decl, where) -%}
+    {%- if unsafe is not none -%}
+        {%- do return(unsafe) -%}
     {%- endif -%}
     {%- for key in decl -%}
         {%- if key not in known -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " is not a declaration key; known keys: " ~ known | join(', ')) -%}
+            {%- do return(where ~ "." ~ key ~ " is not a declaration key; known keys: " ~ known | join(', ')) -%}
         {%- endif -%}
     {%- endfor -%}
 
     {%- set pk = decl.get('primary_key') -%}
-    {%- if pk is string -%}
-        {%- set pk = [pk] -%}
+    {%- if pk is none -%}
+        {%- do return(where ~ ".primary_key is required: a column name or a list of column names") -%}
     {%- endif -%}
-    {%- if pk is none or pk is not sequence or pk is mapping or pk | length == 0 -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".primary_key is required: a column name or a list of column names") -%}
+    {%- set columns = [pk] if pk is string else pk -%}
+    {%- if not batch_enrich.is_list(columns) or columns | length == 0 -%}
+        {%- do return(where ~ ".primary_key must be a column name or a non-empty list of distinct column names, got: " ~ batch_enrich.shown(pk)) -%}
     {%- endif -%}
-    {%- for column in pk -%}
-        {%- if column is not string or column | length == 0 -%}
-            {%- do exceptions.raise_compiler_error(where ~ ".primary_key must list column names, got: " ~ column) -%}
+    {%- for column in columns -%}
+        {%- if not batch_enrich.is_nonblank_text(column) -%}
+            {%- do return(where ~ ".primary_key must list column names, got: " ~ batch_enrich.shown(pk)) -%}
         {%- endif -%}
     {%- endfor -%}
-    {%- if pk | unique | list | length != pk | length -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".primary_key lists a column twice: " ~ pk | join(', ')) -%}
+    {%- if columns | unique | list | length != columns | length -%}
+        {%- do return(where ~ ".primary_key lists a column twice: " ~ batch_enrich.shown(pk)) -%}
     {%- endif -%}
 
-    {%- if decl.get('model') is not string or decl.get('model') | length == 0 -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".model is required: a Claude model id such as claude-haiku-4-5") -%}
+    {%- if not batch_enrich.is_nonblank_text(decl.get('model')) -%}
+        {%- do return(where ~ ".model is required: a Claude model id such as claude-haiku-4-5, got: " ~ batch_enrich.shown(decl.get('model'))) -%}
     {%- endif -%}
 
     {%- for key, minimum, maximum, required in [
@@ -121,132 +281,134 @@
         {%- set value = decl.get(key) -%}
         {%- if value is none -%}
             {%- if required -%}
-                {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " is required: an integer >= " ~ minimum) -%}
+                {%- do return(where ~ "." ~ key ~ " is required: an integer >= " ~ minimum) -%}
             {%- endif -%}
         {%- elif value is boolean or value is not integer or value < minimum or (maximum is not none and value > maximum) -%}
-            {%- do exceptions.raise_compiler_error(
-                where ~ "." ~ key ~ " must be an integer between " ~ minimum ~ " and "
-                ~ (maximum if maximum is not none else "any") ~ ", got: " ~ value
+            {%- do return(
+                where ~ "." ~ key ~ " must be an integer " ~ (("between " ~ minimum ~ " and " ~ maximum) if maximum is not none else (">= " ~ minimum))
+                ~ ", got: " ~ batch_enrich.shown(value)
             ) -%}
         {%- endif -%}
     {%- endfor -%}
 
-    {%- for key in ['prompt_column', 'system', 'prompt_version', 'flagged_model'] -%}
+    {%- for key in ['prompt_column', 'system', 'prompt_version', 'flagged_model', 'cached_prefix'] -%}
         {%- set value = decl.get(key) -%}
-        {%- if value is not none and (value is not string or (key != 'system' and value | length == 0)) -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be a non-empty string, got: " ~ value) -%}
+        {%- if value is not none and not batch_enrich.is_nonblank_text(value) -%}
+            {%- do return(where ~ "." ~ key ~ " must be a non-empty string, got: " ~ batch_enrich.shown(value)) -%}
         {%- endif -%}
     {%- endfor -%}
 
     {%- for key in ['dedupe', 'cache'] -%}
         {%- if decl.get(key) is not none and decl.get(key) is not boolean -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be true or false, got: " ~ decl.get(key)) -%}
+            {%- do return(where ~ "." ~ key ~ " must be true or false, got: " ~ batch_enrich.shown(decl.get(key))) -%}
         {%- endif -%}
     {%- endfor -%}
 
     {%- for key in ['budget_usd', 'budget_usd_per_day'] -%}
         {%- set budget = decl.get(key) -%}
         {%- if budget is not none and (budget is boolean or budget is not number or budget <= 0) -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ key ~ " must be a positive number, got: " ~ budget) -%}
+            {%- do return(where ~ "." ~ key ~ " must be a positive number, got: " ~ batch_enrich.shown(budget)) -%}
         {%- endif -%}
     {%- endfor -%}
 
     {%- if decl.get('cache_ttl') is not none and decl.get('cache_ttl') not in ['5m', '1h'] -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".cache_ttl must be \"5m\" or \"1h\", got: " ~ decl.get('cache_ttl')) -%}
-    {%- endif -%}
-    {%- set prefix = decl.get('cached_prefix') -%}
-    {%- if prefix is not none and (prefix is not string or prefix | trim | length == 0) -%}
-        {%- do exceptions.raise_compiler_error(where ~ ".cached_prefix must be a non-empty string, got: " ~ prefix) -%}
+        {%- do return(where ~ '.cache_ttl must be "5m" or "1h", got: ' ~ batch_enrich.shown(decl.get('cache_ttl'))) -%}
     {%- endif -%}
 
-    {%- if decl.get('output_schema') is not none and decl.get('tool') is not none -%}
-        {%- do exceptions.raise_compiler_error(where ~ " declares both output_schema and tool; choose one") -%}
-    {%- endif -%}
-
-    {%- set schema_key = none -%}
     {%- if decl.get('output_schema') is not none -%}
-        {%- set schema_key = 'output_schema' -%}
-        {%- set schema = decl.get('output_schema') -%}
-    {%- elif decl.get('tool') is not none -%}
-        {%- set tool = decl.get('tool') -%}
+        {%- set problem = batch_enrich.schema_problem(decl.get('output_schema'), where ~ '.output_schema') -%}
+        {%- if problem is not none -%}
+            {%- do return(problem) -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- set tool = decl.get('tool') -%}
+    {%- if tool is not none -%}
         {%- if tool is not mapping -%}
-            {%- do exceptions.raise_compiler_error(where ~ ".tool must be a mapping {name, description?, input_schema}") -%}
+            {%- do return(where ~ ".tool must be a mapping {name, description?, input_schema}, got: " ~ batch_enrich.shown(tool)) -%}
         {%- endif -%}
         {%- for key in tool -%}
             {%- if key not in ['name', 'description', 'input_schema'] -%}
-                {%- do exceptions.raise_compiler_error(where ~ ".tool." ~ key ~ " is not a tool key (name, description, input_schema)") -%}
+                {%- do return(where ~ ".tool." ~ key ~ " is not a tool key (name, description, input_schema)") -%}
             {%- endif -%}
         {%- endfor -%}
-        {%- if tool.get('name') is not string or not modules.re.match('^[a-zA-Z0-9_-]{1,64}$', tool.get('name')) -%}
-            {%- do exceptions.raise_compiler_error(where ~ ".tool.name is required and must match ^[a-zA-Z0-9_-]{1,64}$, got: " ~ tool.get('name')) -%}
+        {%- if tool.get('name') is not string or not modules.re.fullmatch('[a-zA-Z0-9_-]{1,64}', tool.get('name')) -%}
+            {%- do return(where ~ ".tool.name is required and must match ^[a-zA-Z0-9_-]{1,64}$, got: " ~ batch_enrich.shown(tool.get('name'))) -%}
         {%- endif -%}
         {%- if tool.get('input_schema') is none -%}
-            {%- do exceptions.raise_compiler_error(where ~ ".tool.input_schema is required") -%}
+            {%- do return(where ~ ".tool.input_schema is required: a JSON Schema with type: object") -%}
         {%- endif -%}
-        {%- set schema_key = 'tool.input_schema' -%}
-        {%- set schema = tool.get('input_schema') -%}
+        {%- set problem = batch_enrich.schema_problem(tool.get('input_schema'), where ~ '.tool.input_schema') -%}
+        {%- if problem is not none -%}
+            {%- do return(problem) -%}
+        {%- endif -%}
+        {%- if tool.get('description') is not none and not batch_enrich.is_nonblank_text(tool.get('description')) -%}
+            {%- do return(where ~ ".tool.description must be a non-empty string, got: " ~ batch_enrich.shown(tool.get('description'))) -%}
+        {%- endif -%}
     {%- endif -%}
-
-    {%- if schema_key is not none -%}
-        {%- if schema is not mapping or schema.get('type') != 'object' -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ " must be a JSON Schema object with type: object") -%}
-        {%- endif -%}
-        {%- set properties = schema.get('properties') or {} -%}
-        {%- if properties is not mapping -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".properties must be a mapping") -%}
-        {%- endif -%}
-        {%- set required = schema.get('required') or [] -%}
-        {%- if required is string or required is mapping or required is not sequence -%}
-            {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".required must be a list of property names") -%}
-        {%- endif -%}
-        {%- for name in required -%}
-            {%- if name not in properties -%}
-                {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".required names '" ~ name ~ "', which is not in properties") -%}
-            {%- endif -%}
-        {%- endfor -%}
-        {%- for name, property in properties.items() -%}
-            {%- if property is not mapping -%}
-                {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".properties." ~ name ~ " must be a mapping") -%}
-            {%- endif -%}
-            {%- set types = property.get('type') -%}
-            {%- set types = [types] if types is string else (types or []) -%}
-            {%- for type in types -%}
-                {%- if type not in schema_types -%}
-                    {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".properties." ~ name ~ ".type '" ~ type ~ "' is not one of " ~ schema_types | join(', ')) -%}
-                {%- endif -%}
-            {%- endfor -%}
-            {%- if property.get('enum') is not none and (property.get('enum') is string or property.get('enum') is mapping or property.get('enum') is not sequence) -%}
-                {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".properties." ~ name ~ ".enum must be a list") -%}
-            {%- endif -%}
-            {%- for bound in ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] -%}
-                {%- set limit = property.get(bound) -%}
-                {%- if limit is not none and (limit is boolean or limit is not number) -%}
-                    {%- do exceptions.raise_compiler_error(where ~ "." ~ schema_key ~ ".properties." ~ name ~ "." ~ bound ~ " must be a number") -%}
-                {%- endif -%}
-            {%- endfor -%}
-        {%- endfor -%}
+    {%- if decl.get('output_schema') is not none and tool is not none -%}
+        {%- do return(where ~ " declares both output_schema and tool; choose one") -%}
     {%- endif -%}
 
     {%- set repair = decl.get('repair') -%}
     {%- if repair is not none -%}
         {%- if repair is not mapping -%}
-            {%- do exceptions.raise_compiler_error(where ~ ".repair must be a mapping {on_max_tokens, on_invalid, max_tokens_multiplier}") -%}
+            {%- do return(where ~ ".repair must be a mapping {on_max_tokens, on_invalid, max_tokens_multiplier}, got: " ~ batch_enrich.shown(repair)) -%}
         {%- endif -%}
         {%- for key, value in repair.items() -%}
-            {%- if key in ['on_max_tokens', 'on_invalid'] -%}
-                {%- if value is not boolean -%}
-                    {%- do exceptions.raise_compiler_error(where ~ ".repair." ~ key ~ " must be true or false, got: " ~ value) -%}
-                {%- endif -%}
-            {%- elif key == 'max_tokens_multiplier' -%}
-                {%- if value is boolean or value is not number or value < 1 -%}
-                    {%- do exceptions.raise_compiler_error(where ~ ".repair.max_tokens_multiplier must be a number >= 1, got: " ~ value) -%}
-                {%- endif -%}
-            {%- else -%}
-                {%- do exceptions.raise_compiler_error(where ~ ".repair." ~ key ~ " is not a repair key (on_max_tokens, on_invalid, max_tokens_multiplier)") -%}
+            {%- if key not in ['on_max_tokens', 'on_invalid', 'max_tokens_multiplier'] -%}
+                {%- do return(where ~ ".repair." ~ key ~ " is not a repair key (on_max_tokens, on_invalid, max_tokens_multiplier)") -%}
             {%- endif -%}
         {%- endfor -%}
+        {%- for key in ['on_max_tokens', 'on_invalid'] -%}
+            {%- if repair.get(key) is not none and repair.get(key) is not boolean -%}
+                {%- do return(where ~ ".repair." ~ key ~ " must be true or false, got: " ~ batch_enrich.shown(repair.get(key))) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- set multiplier = repair.get('max_tokens_multiplier') -%}
+        {%- if multiplier is not none and (multiplier is boolean or multiplier is not number or multiplier < 1) -%}
+            {%- do return(where ~ ".repair.max_tokens_multiplier must be a number >= 1, got: " ~ batch_enrich.shown(multiplier)) -%}
+        {%- endif -%}
+    {%- endif -%}
+    {{- return(none) -}}
+{%- endmacro %}
+
+
+{#-
+    Raise a compiler error unless the node's declaration follows the contract. The message
+    names the model, the key and what the key must be. Only the models that compile this
+    declaration fail (its flagged and enriched models, its max_pending_usd test); the
+    shared models leave an invalid declaration out (valid_declarations).
+-#}
+{% macro validate_declaration(node) -%}
+    {%- set problem = batch_enrich.declaration_problem(node) -%}
+    {%- if problem is not none -%}
+        {%- do exceptions.raise_compiler_error(
+            "batch_enrich: invalid declaration: " ~ problem ~ ". Fix config.meta.enrich of model '"
+            ~ node.name ~ "'; until then this enrichment is left out and the others build as usual."
+        ) -%}
     {%- endif -%}
     {{- return(true) -}}
+{%- endmacro %}
+
+
+{#-
+    The declarations of every declared model, split: `valid` the resolved declarations
+    (resolve_declaration), `invalid` the names of the models whose declaration is wrong
+    (each logged with its problem). Shared models build from `valid` only, so one bad
+    declaration never stops the others.
+-#}
+{% macro valid_declarations() -%}
+    {%- set split = {'valid': [], 'invalid': []} -%}
+    {%- for node in batch_enrich.declared_nodes() -%}
+        {%- set problem = batch_enrich.declaration_problem(node) -%}
+        {%- if problem is none -%}
+            {%- do split['valid'].append(batch_enrich.resolve_declaration(node)) -%}
+        {%- else -%}
+            {%- do split['invalid'].append(node.name) -%}
+            {%- do log("batch_enrich: left out, invalid declaration: " ~ problem, info=true) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{- return(split) -}}
 {%- endmacro %}
 
 
@@ -276,17 +438,25 @@
     {%- if declared | length > 1 -%}
         {%- do exceptions.raise_compiler_error("batch_enrich: more than one declared model is named '" ~ enrichment ~ "': " ~ declared | map(attribute='unique_id') | join(', ')) -%}
     {%- endif -%}
+    {%- do batch_enrich.validate_declaration(declared[0]) -%}
     {{- return(batch_enrich.resolve_declaration(declared[0])) -}}
 {%- endmacro %}
 
 
+{#-
+    A valid declaration (declaration_problem is none) with its defaults filled in. A key
+    set to null means "not set", as in the connector: its default applies.
+-#}
 {% macro resolve_declaration(node) -%}
-    {%- do batch_enrich.validate_declaration(node) -%}
     {%- set raw = batch_enrich.node_enrich_meta(node) -%}
     {%- set decl = batch_enrich.declaration_defaults() -%}
     {%- set repair = decl['repair'].copy() -%}
-    {%- do repair.update(raw.get('repair') or {}) -%}
-    {%- do decl.update(raw) -%}
+    {%- for key, value in (raw.get('repair') or {}).items() if value is not none -%}
+        {%- do repair.update({key: value}) -%}
+    {%- endfor -%}
+    {%- for key, value in raw.items() if value is not none -%}
+        {%- do decl.update({key: value}) -%}
+    {%- endfor -%}
     {%- do decl.update({'repair': repair, 'name': node.name}) -%}
     {%- if decl['primary_key'] is string -%}
         {%- do decl.update({'primary_key': [decl['primary_key']]}) -%}
@@ -338,11 +508,36 @@
 {%- endmacro %}
 
 
-{#- A SQL text literal, quotes doubled; the unit separator spelt with chr(31). -#}
+{#-
+    A SQL text literal, quotes doubled; the unit separator spelt with chr(31). A NUL
+    character cannot be in SQL text: it is refused here (declarations are checked for it
+    before, by unsafe_value_problem).
+-#}
 {% macro sql_text_literal(value) -%}
+    {%- if '\x00' in (value | string) -%}
+        {%- do exceptions.raise_compiler_error("batch_enrich: text with a NUL character cannot be a SQL literal: " ~ batch_enrich.shown(value | string)) -%}
+    {%- endif -%}
     {%- set pieces = [] -%}
     {%- for piece in (value | string).split('\x1f') -%}
         {%- do pieces.append("'" ~ piece | replace("'", "''") ~ "'") -%}
     {%- endfor -%}
     {{- return('(' ~ pieces | join(' || chr(31) || ') ~ ')') -}}
+{%- endmacro %}
+
+
+{#-
+    A SQL numeric literal for a number from a declaration: finite, not a boolean, rendered
+    here (Python's spelling of an int or a float, e.g. 5, -2.5, 1e-05) and checked to be
+    nothing but a numeric literal before it reaches SQL; in parentheses, so a negative
+    number is safe after any operator.
+-#}
+{% macro sql_number(value) -%}
+    {%- if value is boolean or value is not number or not (value - value == 0) -%}
+        {%- do exceptions.raise_compiler_error("batch_enrich: not a finite number: " ~ batch_enrich.shown(value)) -%}
+    {%- endif -%}
+    {%- set text = value | string -%}
+    {%- if not modules.re.fullmatch('-?[0-9]+(\\.[0-9]+)?(e[-+]?[0-9]+)?', text) -%}
+        {%- do exceptions.raise_compiler_error("batch_enrich: not a plain number: " ~ batch_enrich.shown(value)) -%}
+    {%- endif -%}
+    {{- return('(' ~ text ~ ')') -}}
 {%- endmacro %}

@@ -30,9 +30,14 @@
     its own).
 -#}
 
-{#- A column reference: plain when it is a simple lowercase name, quoted otherwise. -#}
+{#-
+    A column reference, always quoted (embedded quotes doubled): a column named like a
+    reserved word or a function (`user`, `order`, `current_date`) is that column, never
+    the keyword. Postgres folds unquoted names to lowercase, so a declaration names the
+    column as the warehouse stores it (lowercase for unquoted names in the input model).
+-#}
 {% macro column_ref(name, relation_alias=none) -%}
-    {%- set quoted = name if modules.re.match('^[a-z_][a-z0-9_]*$', name) else batch_enrich.quote_identifier(name) -%}
+    {%- set quoted = batch_enrich.quote_identifier(name) -%}
     {{- return((relation_alias ~ '.' if relation_alias else '') ~ quoted) -}}
 {%- endmacro %}
 
@@ -219,7 +224,7 @@ decided as (
                     when key_states.latest_input_hash = current_requests.input_hash then 'prompt_changed'
                     else 'input_changed'
                 end
-            when key_states.current_hash_attempts >= {{ decl['max_attempts'] }} then null
+            when key_states.current_hash_attempts >= {{ batch_enrich.sql_number(decl['max_attempts']) }} then null
             when key_states.current_hash_outcome in ('errored_retryable', 'expired', 'canceled', 'missing', 'lost')
                 then 'retry'
             {%- if repair['on_max_tokens'] %}
@@ -231,10 +236,10 @@ decided as (
         end as flag_reason,
         case
             when key_states.current_hash_outcome = 'truncated'
-                then cast(ceil(key_states.current_hash_max_tokens * {{ repair['max_tokens_multiplier'] }}) as integer)
+                then cast(ceil(key_states.current_hash_max_tokens * {{ batch_enrich.sql_number(repair['max_tokens_multiplier']) }}) as integer)
             when key_states.current_hash_outcome = 'succeeded_invalid'
                 then key_states.current_hash_max_tokens
-            else {{ decl['max_tokens'] }}
+            else {{ batch_enrich.sql_number(decl['max_tokens']) }}
         end as repair_max_tokens
 
     from current_requests
@@ -258,7 +263,7 @@ final as (
         flag_reason,
         case
             when flag_reason = 'repair' then repair_max_tokens
-            else {{ decl['max_tokens'] }}
+            else {{ batch_enrich.sql_number(decl['max_tokens']) }}
         end as max_tokens
 
     from decided

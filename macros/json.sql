@@ -69,7 +69,7 @@
         {%- if part is number -%}
             {%- do parts.append('[' ~ part ~ ']') -%}
         {%- else -%}
-            {%- do parts.append('."' ~ part.replace('"', '\\"') ~ '"') -%}
+            {%- do parts.append('."' ~ part.replace('\\', '\\\\').replace('"', '\\"') ~ '"') -%}
         {%- endif -%}
     {%- endfor -%}
     {{- return("'" ~ parts | join('') | replace("'", "''") ~ "'") -}}

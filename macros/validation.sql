@@ -55,7 +55,7 @@
                     ~ ('true' if allowed_value else 'false') ~ "')") -%}
             {%- elif allowed_value is number -%}
                 {%- do matches.append("(coalesce(" ~ value_type ~ ", '') in ('integer', 'number') and cast("
-                    ~ value_text ~ " as double precision) = " ~ allowed_value ~ ")") -%}
+                    ~ value_text ~ " as double precision) = " ~ batch_enrich.sql_number(allowed_value) ~ ")") -%}
             {%- elif allowed_value is string -%}
                 {%- do matches.append("(coalesce(" ~ value_type ~ ", '') = 'string' and " ~ value_text ~ " = "
                     ~ batch_enrich.sql_text_literal(allowed_value) ~ ")") -%}
@@ -79,7 +79,7 @@
         {%- set limit = property.get(keyword) -%}
         {%- if limit is not none -%}
             {%- do checks.append("case when " ~ has_key ~ " and coalesce(" ~ value_type ~ ", '') in ('integer', 'number')"
-                ~ " then case when " ~ number_value ~ " " ~ operator ~ " " ~ limit ~ " then "
+                ~ " then case when " ~ number_value ~ " " ~ operator ~ " " ~ batch_enrich.sql_number(limit) ~ " then "
                 ~ label ~ " || " ~ value_text ~ " || " ~ batch_enrich.sql_text_literal(words ~ limit) ~ " end end") -%}
         {%- endif -%}
     {%- endfor -%}
@@ -91,7 +91,7 @@
         {%- set limit = property.get(keyword) -%}
         {%- if limit is not none -%}
             {%- do checks.append("case when " ~ has_key ~ " and coalesce(" ~ value_type ~ ", '') = 'string'"
-                ~ " then case when length(" ~ value_text ~ ") " ~ operator ~ " " ~ limit ~ " then "
+                ~ " then case when length(" ~ value_text ~ ") " ~ operator ~ " " ~ batch_enrich.sql_number(limit) ~ " then "
                 ~ label ~ " || cast(length(" ~ value_text ~ ") as text) || "
                 ~ batch_enrich.sql_text_literal(words ~ limit) ~ " end end") -%}
         {%- endif -%}
@@ -143,9 +143,11 @@
 
 {#-
     The full reason expression over int_enrich__results_parsed rows: result type and
-    stop_reason first, then the declared schema of the row's enrichment.
+    stop_reason first, then the declared schema of the row's enrichment. The results of
+    an enrichment whose declaration is invalid (`invalid_enrichments`, names) are invalid
+    until it is fixed; then its declaration_hash changes and they are validated again.
 -#}
-{% macro invalid_reason(declarations) -%}
+{% macro invalid_reason(declarations, invalid_enrichments=[]) -%}
     case
         when result_type = 'errored'
             then 'errored: ' || coalesce(error_type, 'unknown error') || coalesce(': ' || error_message, '')
@@ -157,6 +159,13 @@
         when enrichment is null then 'no ledger request matches this result line'
         {%- for decl in declarations %}
         when enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }} then {{ batch_enrich.declared_invalid_reason(decl) }}
+        {%- endfor %}
+        {%- for name in invalid_enrichments %}
+        when enrichment = {{ batch_enrich.sql_text_literal(name) }}
+            then {{ batch_enrich.sql_text_literal(
+                "the declaration of " ~ name ~ " is invalid; fix config.meta.enrich of model '" ~ name
+                ~ "' (building " ~ name ~ "__flagged names the key)"
+            ) }}
         {%- endfor %}
         else 'enrichment ' || enrichment || ' is not declared in this project'
     end

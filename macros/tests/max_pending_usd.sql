@@ -50,7 +50,7 @@
 {% macro max_pending_threshold(max_usd) -%}
     {%- set value = max_usd if max_usd is not none else var('batch_enrich_max_pending_usd', none) -%}
     {%- set number = value | float(-1) if value is not none and value is not boolean else -1 -%}
-    {%- if number < 0 -%}
+    {%- if number < 0 or not (number - number == 0) -%}
         {%- do exceptions.raise_compiler_error(
             "batch_enrich.max_pending_usd: max_usd (or var 'batch_enrich_max_pending_usd') must be a number >= 0, got: " ~ value
         ) -%}
@@ -238,7 +238,7 @@ calibrated as (
         case
             when landed.landed_input_tokens > 0 then 'landed' else 'default'
         end as bytes_per_token_source,
-        coalesce(landed.average_output_tokens, {{ decl['max_tokens'] }} / 2.0) as output_tokens_per_request
+        coalesce(landed.average_output_tokens, {{ batch_enrich.sql_number(decl['max_tokens']) }} / 2.0) as output_tokens_per_request
 
     from pending
     cross join landed

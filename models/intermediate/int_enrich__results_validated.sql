@@ -1,16 +1,19 @@
 {#-
     Every parsed result checked against its enrichment's declared schema. The checks are
-    generated at compile time from the declarations in the graph (models whose
-    config.meta.enrich is set). Invalid rows stay, with is_valid = false and a readable
-    invalid_reason. Incremental on landed_at; an enrichment whose declaration changed
-    (declaration_hash) has all its rows validated again.
+    generated at compile time from the valid declarations in the graph (models whose
+    config.meta.enrich is set); an invalid declaration is left out (its own flagged and
+    enriched models fail, naming the key), so it never stops the other enrichments.
+    Invalid rows stay, with is_valid = false and a readable invalid_reason. Incremental
+    on landed_at; an enrichment with rows validated under another declaration_hash (its
+    declaration changed, or was invalid) has all its rows validated again.
 -#}
 
 {%- set declarations = [] -%}
+{%- set invalid_enrichments = [] -%}
 {%- if execute -%}
-    {%- for node in batch_enrich.declared_nodes() -%}
-        {%- do declarations.append(batch_enrich.resolve_declaration(node)) -%}
-    {%- endfor -%}
+    {%- set split = batch_enrich.valid_declarations() -%}
+    {%- do declarations.extend(split['valid']) -%}
+    {%- do invalid_enrichments.extend(split['invalid']) -%}
 {%- endif %}
 
 with
@@ -22,18 +25,19 @@ with
 
     ),
 
-    {# Enrichments whose declaration changed since their rows were validated (only an
-       incremental build needs them: a full build validates every row). #}
+    {# Enrichments with rows validated under another declaration (it changed, or was
+       invalid then: declaration_hash null); only an incremental build needs them, a
+       full build validates every row. #}
     changed_enrichments as (
 
         select declarations.enrichment
         from declarations
-        where not exists (
+        where exists (
             select 1
             from {{ this }} as validated_before
             where
                 validated_before.enrichment = declarations.enrichment
-                and validated_before.declaration_hash = declarations.declaration_hash
+                and validated_before.declaration_hash is distinct from declarations.declaration_hash
         )
 
     ),
@@ -78,7 +82,7 @@ checked as (
     select
         parsed.*,
         {{ batch_enrich.declaration_hash_case(declarations) | indent(8) }} as declaration_hash,
-        {{ batch_enrich.invalid_reason(declarations) | indent(8) }} as invalid_reason
+        {{ batch_enrich.invalid_reason(declarations, invalid_enrichments) | indent(8) }} as invalid_reason
 
     from parsed
 

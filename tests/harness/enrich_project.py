@@ -208,3 +208,44 @@ def fetch(conninfo: str, query: str, params: Sequence[object] = ()) -> list[tupl
 
 def with_(settings: Settings, **changes: Any) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+def write_package_project(
+    root: Path,
+    models: Mapping[str, str],
+    properties: Sequence[Mapping[str, Any]] = (),
+    project_vars: Mapping[str, Any] | None = None,
+    name: str = "installer",
+    macros: Mapping[str, str] | None = None,
+) -> Path:
+    """A project that installs this repository as a package (packages.yml `local:`) and
+    uses the package's own macros: models/<name>.sql for each entry of `models` (dbt
+    model files, written verbatim), `properties` as models/schema.yml, macros/<name>.sql
+    for each entry of `macros`. `project_vars`
+    are the project's vars, exactly as given (none: no vars at all). Run `dbt deps`
+    before anything else."""
+    project = root / name
+    (project / "models").mkdir(parents=True, exist_ok=True)
+    conf: dict[str, Any] = {
+        "name": name,
+        "version": "1.0.0",
+        "config-version": 2,
+        "profile": "batch_enrich",
+        "model-paths": ["models"],
+    }
+    if project_vars is not None:
+        conf["vars"] = dict(project_vars)
+    (project / "dbt_project.yml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    (project / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO_ROOT)}]}))
+    (project / "profiles.yml").write_text(PROFILES)
+    for model, body in models.items():
+        (project / "models" / f"{model}.sql").write_text(body)
+    for macro, body in (macros or {}).items():
+        (project / "macros").mkdir(exist_ok=True)
+        (project / "macros" / f"{macro}.sql").write_text(body)
+    if properties:
+        schema = {"version": 2, "models": [dict(p) for p in properties]}
+        (project / "models" / "schema.yml").write_text(
+            yaml.safe_dump(schema, sort_keys=False, allow_unicode=False)
+        )
+    return project

@@ -126,6 +126,10 @@ def test_error_message_format() -> None:
     assert info.value.key == "max_tokens"
 
 
+def _property(**keywords: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": {"a": keywords}}
+
+
 BAD = [
     # (raw declaration, key named in the message, words the message must contain)
     ({"model": "m", "max_tokens": 1}, "primary_key", "is required, got nothing"),
@@ -207,6 +211,67 @@ BAD = [
     (with_(max_attempt=5), "max_attempt", "did you mean 'max_attempts'?"),
     (with_(sytem="hi"), "sytem", "did you mean 'system'?"),
     (with_(zzz=1), "zzz", "is not a known key (known: primary_key,"),
+    # issue 13, item 6: what the dbt package refuses too (macros/declaration.sql)
+    (with_(primary_key="  "), "primary_key", "got '  '"),
+    (with_(primary_key=["a", " "]), "primary_key", "got ['a', ' ']"),
+    (with_(model="  "), "model", "non-empty string"),
+    (with_(prompt_version=" \n "), "prompt_version", "non-empty string"),
+    (with_(system="You label\x00 items."), "system", "NUL character"),
+    (with_(primary_key=["id\x00"]), "primary_key[0]", "NUL character"),
+    (with_(cached_prefix="\ud800"), "cached_prefix", "lone surrogate"),
+    (with_(output_schema={**SCHEMA, "description": "a\x00"}), "output_schema.description", "NUL"),
+    (
+        with_(output_schema=_property(type="number", minimum=float("inf"))),
+        "output_schema.properties.a.minimum",
+        "must be a finite number, got inf",
+    ),
+    (
+        with_(output_schema=_property(type="number", maximum=float("-inf"))),
+        "output_schema.properties.a.maximum",
+        "finite",
+    ),
+    (
+        with_(output_schema=_property(type="number", enum=[1, float("nan")])),
+        "output_schema.properties.a.enum[1]",
+        "got nan",
+    ),
+    (
+        with_(output_schema=_property(type="string", maxLength="(select 1) + 1000")),
+        "output_schema",
+        "invalid one at properties/a/maxLength",
+    ),
+    (
+        with_(output_schema=_property(type="string", maxLength=5.0)),
+        "output_schema.properties.a.maxLength",
+        "must be an integer >= 0, got 5.0",
+    ),
+    (
+        with_(output_schema=_property(type="string", minLength=1.0)),
+        "output_schema.properties.a.minLength",
+        "got 1.0",
+    ),
+    (
+        with_(output_schema={"type": "object", "properties": {"": {"type": "string"}}}),
+        "output_schema.properties",
+        "empty property name",
+    ),
+    (
+        with_(output_schema={"type": "object", "properties": {"a": True}}),
+        "output_schema.properties.a",
+        "must be a schema mapping, got true",
+    ),
+    (
+        with_(output_schema={**_property(type="string"), "required": ["b"]}),
+        "output_schema.required",
+        "names 'b', which is not in properties",
+    ),
+    (
+        with_(tool={**TOOL, "input_schema": _property(type="integer", minimum=float("nan"))}),
+        "tool.input_schema.properties.a.minimum",
+        "finite",
+    ),
+    (with_(tool={**TOOL, "description": "  "}), "tool.description", "non-empty string"),
+    (with_(budget_usd_per_day=float("inf")), "budget_usd_per_day", "finite"),
 ]
 
 
@@ -222,6 +287,15 @@ def test_bad_values_are_refused_with_a_precise_message(
     assert message.startswith(f"enrichment 'ticket_triage': meta.enrich.{key} ")
     assert info.value.key == key
     assert words in message
+
+
+def test_a_key_with_a_nul_character_is_refused() -> None:
+    with pytest.raises(DeclarationError) as info:
+        parse_declaration("t", with_(**{"sys\x00tem": "x"}))
+    assert str(info.value) == (
+        "enrichment 't': meta.enrich has a key with a NUL character or a lone surrogate: "
+        "'sys\\x00tem'; remove it"
+    )
 
 
 @pytest.mark.parametrize("raw", [None, [], "primary_key: id", 5])

@@ -1,13 +1,16 @@
-{#- Fails for every combination of `columns` that occurs more than once (the grain test). -#}
+{#-
+    Fails for every combination of `columns` that occurs more than once (the grain test).
+    Column names are quoted (batch_enrich.column_ref): `user` or `order` is a column.
+-#}
 {% test unique_combination(model, columns) %}
 
 with grouped as (
 
     select
-        {% for column in columns %}{{ column }}{% if not loop.last %}, {% endif %}{% endfor %},
+        {% for column in columns %}{{ batch_enrich.column_ref(column) }}{% if not loop.last %}, {% endif %}{% endfor %},
         count(*) as occurrences
     from {{ model }}
-    group by {% for column in columns %}{{ column }}{% if not loop.last %}, {% endif %}{% endfor %}
+    group by {% for column in columns %}{{ batch_enrich.column_ref(column) }}{% if not loop.last %}, {% endif %}{% endfor %}
 
 ),
 
