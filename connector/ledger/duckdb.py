@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,32 @@ def _spooled(
     finally:
         if spool is not None:
             spool.close()
+
+
+def spool_root(path: Path) -> Path:
+    """Where landing spools result parts for the database file `path`: a hidden folder
+    beside it (`.<file>.enrich-spool`), on the database's own disk."""
+    return path.with_name(f".{path.name}.enrich-spool")
+
+
+@contextmanager
+def _spool_folder(path: Path) -> Iterator[str]:
+    """A folder for one landing's parts, under `spool_root(path)`, removed when the landing
+    ends. Folders of other processes found there are removed first: DuckDB lets one
+    process at a time write the database, so they were left by a process that died
+    mid-landing (SIGKILL, OOM). The root goes too once empty."""
+    root = spool_root(path)
+    root.mkdir(exist_ok=True)
+    mine = f"land-{os.getpid()}-"
+    for stale in root.iterdir():
+        if not stale.name.startswith(mine):
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=mine, dir=root) as folder:
+            yield folder
+    finally:
+        with suppress(OSError):  # not empty: another landing of this process uses it
+            root.rmdir()
 
 
 def _release_dbt_environment(path: Path) -> None:
@@ -468,9 +495,10 @@ class DuckDBLedger(LedgerReads):
 
     def _load(self, batch_id: str, landed_at: str, blocks: Iterable[tuple[bool, bytes]]) -> int:
         """Insert raw lines and framed rows; returns how many. They are spooled to
-        temporary files of about _PART_BYTES; while the next part is written (as the
-        stream arrives), DuckDB loads the last one on a worker thread, in this same
-        transaction. Memory holds one chunk; disk holds about two parts."""
+        files of about _PART_BYTES beside the database (`spool_root`, cleaned of what a
+        killed landing left); while the next part is written (as the stream arrives),
+        DuckDB loads the last one on a worker thread, in this same transaction. Memory
+        holds one chunk; disk holds about two parts."""
         results_raw = ident(self._schema, "results_raw")
         failed: list[BaseException] = []
 
@@ -494,7 +522,7 @@ class DuckDBLedger(LedgerReads):
                 os.unlink(path)
 
         with (
-            tempfile.TemporaryDirectory(prefix="batch-enrich-") as tmp,
+            _spool_folder(self._path) as tmp,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-enrich-load") as loader,
         ):
             parts: list[Future[int]] = []
