@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from connector.errors import ConfigError, GuardLostError, SyncBusyError
+from connector.errors import GuardLostError, SyncBusyError
 
 APPLICATION_PREFIX = "batch-enrich sync"
+
+
+def application_purpose() -> str:
+    """The guard connection's name in pg_stat_activity: who holds the guard."""
+    return f"{APPLICATION_PREFIX} pid={os.getpid()} host={socket.gethostname()}"
 
 
 def guard_key(schema: str) -> int:
@@ -55,12 +59,11 @@ class PgSyncGuard:
         self._key = key
 
     @classmethod
-    def acquire(cls, params: dict[str, Any], schema: str, wait_seconds: float) -> PgSyncGuard:
-        name = f"{APPLICATION_PREFIX} pid={os.getpid()} host={socket.gethostname()}"[:63]
-        try:
-            conn = psycopg.connect(application_name=name, autocommit=True, **params)
-        except psycopg.OperationalError as exc:
-            raise ConfigError(f"cannot open the sync guard connection: {exc}") from None
+    def acquire(
+        cls, conn: psycopg.Connection[TupleRow], schema: str, wait_seconds: float
+    ) -> PgSyncGuard:
+        """Take the lock on `conn` (autocommit, the guard's own connection, which it then
+        owns and closes); SyncBusyError when another session holds it past the wait."""
         key = guard_key(schema)
         try:
             with conn.cursor() as cur:

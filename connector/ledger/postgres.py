@@ -22,7 +22,7 @@ from connector.errors import DuplicateResultLinesError, LedgerError
 from connector.ledger import pg_connect
 from connector.ledger import queries as q
 from connector.ledger.base import LandSummary, PollUpdate, RequestRecord
-from connector.ledger.guard import PgSyncGuard
+from connector.ledger.guard import PgSyncGuard, application_purpose
 from connector.ledger.params import (
     intent_params,
     landed_coverage,
@@ -162,18 +162,10 @@ class PostgresLedger(LedgerReads):
         """The ledger's sync guard: a session advisory lock held on a connection of its
         own for the block (released when the block ends, or by Postgres when the
         process dies and its session closes)."""
-        info = self._conn.info
-        guard = PgSyncGuard.acquire(
-            {
-                "host": info.host,
-                "port": info.port,
-                "user": info.user,
-                "password": info.password,
-                "dbname": info.dbname,
-            },
-            self._schema,
-            wait_seconds,
-        )
+        if self._target is None:
+            raise LedgerError("the sync guard needs a ledger opened from a profile target")
+        conn = pg_connect.connect(self._target, application_purpose(), autocommit=True)
+        guard = PgSyncGuard.acquire(conn, self._schema, wait_seconds)
         self._guard = guard
         try:
             yield guard
