@@ -65,7 +65,7 @@ def _sync_cli(p: Pipeline, *args: str) -> Any:
     base = [
         "sync", "--project-dir", str(p.project), "--profiles-dir", str(p.project),
         "--target", p.target, "--wait", "--poll-interval", "0", "--reconcile-grace", "0",
-        "--max-wait", "120",
+        "--max-wait", "900",  # a hang guard for --wait, generous for a busy machine
     ]  # fmt: skip
     return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
 

@@ -65,7 +65,7 @@ class Pipeline:
         settings = Settings(
             project_dir=self.project, profiles_dir=self.project, target=self.target,
             select=select, wait=True, poll_interval=0.0, reconcile_grace_seconds=0.0,
-            max_wait_seconds=120.0,
+            max_wait_seconds=900.0,  # a hang guard for --wait, generous for a busy machine
         )  # fmt: skip
         report = sync(settings)
         assert not report.errors, report.errors

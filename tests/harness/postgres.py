@@ -38,6 +38,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 BINDIR_ENV = "BATCH_ENRICH_PG_BINDIR"
+# every wait on initdb, pg_ctl and the server is a hang guard only: generous, so that a
+# busy machine (the suite beside other work) never trips it
+HANG_GUARD_SECONDS = 900
 SUPERUSER = "postgres"
 OS_USER = "postgres"
 INSTALL_HINT = (
@@ -64,7 +67,11 @@ def _pg_config_bindir() -> Path | None:
         return None
     try:
         out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            [pg_config, "--bindir"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=HANG_GUARD_SECONDS,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -188,12 +195,12 @@ class PgCluster:
                 ],
                 capture_output=True,
                 check=False,
-                timeout=60,
+                timeout=HANG_GUARD_SECONDS,
             )
         shutil.rmtree(self.base_dir, ignore_errors=True)
         if self._watchdog is not None and self._watchdog.poll() is None:
             self._watchdog.kill()
-            self._watchdog.wait(timeout=10)
+            self._watchdog.wait(timeout=HANG_GUARD_SECONDS)
 
     # -- databases -------------------------------------------------------------------
 
@@ -210,7 +217,12 @@ class PgCluster:
 
 def _run_checked(args: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> None:
     proc = subprocess.run(
-        list(args), capture_output=True, text=True, check=False, timeout=120, env=env
+        list(args),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=HANG_GUARD_SECONDS,
+        env=env,
     )
     if proc.returncode != 0:
         raise PostgresHarnessError(
@@ -232,7 +244,7 @@ def _server_options(socket_dir: str, port: int) -> str:
     return " ".join(f"-c {key}={shlex.quote(value)}" for key, value in settings.items())
 
 
-def _wait_until_ready(cluster: PgCluster, timeout_s: float = 30.0) -> None:
+def _wait_until_ready(cluster: PgCluster, timeout_s: float = HANG_GUARD_SECONDS) -> None:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -260,7 +272,7 @@ while True:
     except ProcessLookupError:
         break
     time.sleep(0.5)
-subprocess.run(stop, capture_output=True, check=False, timeout=60)
+subprocess.run(stop, capture_output=True, check=False, timeout=900)
 shutil.rmtree(base_dir, ignore_errors=True)
 """
 
@@ -341,7 +353,7 @@ def start_cluster(bindir: Path | None = None) -> PgCluster:
                 _server_options(cluster.host, cluster.port),
                 "-w",
                 "-t",
-                "60",
+                str(HANG_GUARD_SECONDS),
                 "start",
             ],
             "pg_ctl start",

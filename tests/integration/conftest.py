@@ -75,5 +75,7 @@ def settings(enrich_project: Path) -> Settings:
         wait=True,
         poll_interval=0.0,
         reconcile_grace_seconds=0.0,
-        max_wait_seconds=60.0,
+        # a hang guard for --wait (the emulator ends batches after one poll), generous so
+        # that a busy machine never trips it
+        max_wait_seconds=900.0,
     )

@@ -172,7 +172,7 @@ def test_a_bad_declaration_fails_only_its_own_models(
         wait=True,
         poll_interval=0.0,
         reconcile_grace_seconds=0.0,
-        max_wait_seconds=120.0,
+        max_wait_seconds=900.0,  # a hang guard for --wait, generous for a busy machine
     )
     report = sync(settings)
     assert [(s.enrichment, s.submitted) for s in report.submitted] == [("good", len(GOOD_ROWS))]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from harness.enrich_project import KEY_TYPES
+from harness.sync_process import HANG_GUARD_SECONDS
 from harness.warehouses import DuckDBWarehouse
 
 from connector.errors import EXIT_LOCKED
@@ -46,7 +47,7 @@ def held(path: Path) -> Iterator[subprocess.Popen[str]]:
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_GUARD_SECONDS)  # a hang guard: it exits once stdin closes
 
 
 def _enrich(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +56,7 @@ def _enrich(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=dict(os.environ),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_SECONDS,  # a hang guard only, generous for a busy machine
     )
 
 

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 from harness.enrich_project import KEY_TYPES
+from harness.sync_process import HANG_GUARD_SECONDS  # a hang guard only
 from harness.warehouses import DuckDBWarehouse, Warehouse
 
 from connector.ledger.duckdb import spool_root
 
 ROWS = 200
-# Only a guard against a hung `enrich sync` subprocess: generous, so that a slow, busy
-# machine never trips it; the outcome checks are the exit codes and the folders.
-HANG_GUARD_SECONDS = 900
 
 
 def _enrich(project: Path, tmpdir: Path, crash_at: str | None) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from harness.enrich_project import KEY_TYPES
 from harness.received import row_requests
+from harness.sync_process import HANG_GUARD_SECONDS
 from harness.warehouses import Warehouse
 
 ROWS = 300
@@ -38,15 +39,15 @@ def _enrich(project: Path, crash_at: str | None, *extra: str) -> subprocess.Comp
             "0",
             "--reconcile-grace",
             "0",
-            "--max-wait",
-            "60",
+            "--max-wait",  # a hang guard for --wait, generous for a busy machine
+            str(HANG_GUARD_SECONDS),
             "--json",
             *extra,
         ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=HANG_GUARD_SECONDS,  # a hang guard only
     )
 
 

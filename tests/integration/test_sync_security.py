@@ -18,16 +18,12 @@ from harness.enrich_project import (
     with_,
     write_project,
 )
+from harness.sync_process import HANG_GUARD_SECONDS  # a hang guard only
 from harness.warehouses import Warehouse, parse_env
 
 from connector.emulator import EmulatorConfig, run_emulator
 from connector.settings import Settings
 from connector.sync import sync
-
-# Only a guard against a hung `enrich sync` subprocess (the test would otherwise block
-# forever): generous, so that a slow, busy machine never trips it; the outcome checks
-# are the exit codes and outputs.
-HANG_GUARD_SECONDS = 900
 
 
 def test_api_key_is_nowhere_in_ledger_logs_or_errors(

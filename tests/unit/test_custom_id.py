@@ -203,3 +203,13 @@ def test_distinct_composite_keys_never_collide(pairs: set[tuple[str, int | None]
     keys = {(t,) if n is None else (t, n) for t, n in pairs}
     ids = {custom_id_for(list(k)) for k in keys}
     assert len(ids) == len(keys)
+
+
+def test_property_tests_run_without_wall_clock_limits() -> None:
+    """tests/unit/conftest.py: a busy machine must not fail a property test by time."""
+    from hypothesis import HealthCheck, settings
+
+    assert settings.default.deadline is None
+    assert {HealthCheck.too_slow, HealthCheck.data_too_large} <= set(
+        settings.default.suppress_health_check
+    )
