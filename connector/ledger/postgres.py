@@ -44,6 +44,7 @@ from connector.result_lines import CopyRows
 COPY_DELIMITER = b"\x02"
 _COPY_OPTIONS = sql.SQL("(format csv, quote e'\\x01', delimiter e'\\x02')")
 
+
 class PostgresLedger(LedgerReads):
     def __init__(self, conn: psycopg.Connection[TupleRow], schema: str) -> None:
         self._conn = conn
