@@ -220,6 +220,15 @@
     {%- set lock = "select pg_advisory_xact_lock(hashtext('batch_enrich.ledger.' || '"
         ~ batch_enrich.ledger_schema() | replace("'", "''") ~ "'))" -%}
     {%- set statements = [lock] + batch_enrich.ledger_ddl('jsonb', true) -%}
+    {#-
+        Version 3: dedupe looks up a request identical to a row's (in flight or
+        succeeded) once per chunk. Postgres only: DuckDB scans the column store fast, and
+        an index there would make every later `alter table ... add column` fail.
+    -#}
+    {%- do statements.append(
+        'create index if not exists requests_dedupe_lookup on '
+        ~ batch_enrich.ledger_relation('requests') ~ ' (enrichment, request_hash, max_tokens)'
+    ) -%}
     {%- do statements.append(batch_enrich.postgres__try_parse_json_function_ddl()) -%}
     {{- return(statements) -}}
 {%- endmacro %}
