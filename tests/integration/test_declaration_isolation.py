@@ -154,7 +154,8 @@ def test_a_bad_declaration_fails_only_its_own_models(
     assert "model.batch_enrich.int_enrich__results_validated" in built
     assert {u for u in results if u.startswith("model.batch_enrich.")} <= built
     assert {"model.installer.good__flagged", "model.installer.good__enriched"} <= built
-    assert [u for u in built if "unique_combination_good__enriched_user__order" in u]
+    grain = [u for u in results if "unique_combination_good__enriched_user__order" in u]
+    assert [results[u][0] for u in grain] == ["pass"]
     assert {f"model.installer.{name}" for name in BAD} <= built
     assert not [uid for uid, (status, _) in results.items() if status == "skipped"]
     # no hostile value reached any SQL dbt compiled or ran
