@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,42 @@ def test_a_batch_created_for_an_abandoned_intent_is_an_orphan_in_status(
     (items,) = [r for r in json.loads(shown.stdout)["enrichments"] if r["enrichment"] == "items"]
     assert items["orphan_batches"] == 1
     assert any(orphan in text for text in items["attention"])
+
+
+# ------------------------------------------- DuckDB: the file is free between polls
+@pytest.mark.parametrize("warehouse_kind", ["duckdb"], indirect=True)
+def test_sync_wait_on_duckdb_lets_the_file_go_between_polls(
+    enrich_env: Warehouse, enrich_project: Path
+) -> None:
+    """`enrich sync --wait` polls a batch that takes long to end; between its polls,
+    another process (`dbt build`, a query) can open the DuckDB file."""
+    import duckdb
+
+    from connector.emulator import EmulatorConfig, run_emulator
+
+    assert isinstance(enrich_env, DuckDBWarehouse)
+    items_source(enrich_env, enrich_project, 20)
+    with run_emulator(EmulatorConfig(ended_after_polls=1000, seed=7)) as emu:
+        waiting = start_sync(
+            enrich_project,
+            "--wait",
+            "--poll-interval",
+            "0.5",
+            env={"ANTHROPIC_BASE_URL": emu.base_url},
+        )
+        try:
+            opened_between_polls = False
+            while emu.stats()["http_requests"].get("retrieve", 0) < 12:
+                assert waiting.poll() is None, waiting.communicate()
+                try:
+                    duckdb.connect(str(enrich_env.path)).close()
+                except duckdb.IOException:
+                    time.sleep(0.02)
+                    continue
+                if emu.stats()["http_requests"].get("retrieve", 0) >= 1:
+                    opened_between_polls = True
+                    break
+            assert opened_between_polls, "the file stayed locked through 12 polls"
+        finally:
+            waiting.kill()
+            waiting.communicate()
