@@ -15,6 +15,7 @@ class Settings:
     wait: bool = False
     poll_interval: float = 30.0  # at most one retrieve per batch per interval
     dry_run: bool = False
+    submit: bool = True  # False: only finish pending work (`enrich run` after a budget stop)
     # An intent whose create outcome is unknown is abandoned only after this long with
     # no batch carrying its marker on the API, counted from when a sync holding the
     # guard first found it unresolved (a create may still be landing on their side).

@@ -164,7 +164,7 @@ def _passes(
                 ledger.sync_guard(settings.lock_wait_seconds if first else 0.0),
             ):
                 _finish_pending(ledger, api, settings, report, on_progress)
-                if first:
+                if first and settings.submit:
                     _submit_all(project, ledger, api, settings, selected, report, on_progress)
                 report.in_flight = _in_flight(ledger)
         except WarehouseLockedError as exc:
