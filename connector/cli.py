@@ -116,6 +116,24 @@ def _setup_logging(verbose: int) -> None:
             logger.setLevel(logging.DEBUG)
         elif logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
+    _check_package_version()
+
+
+def _check_package_version() -> None:
+    """Warn when the project's batch_enrich dbt package and this CLI differ in patch
+    version; stop (exit 2) when they differ in major or minor (connector.version_check)."""
+    from connector.version_check import check
+
+    context = click.get_current_context(silent=True)
+    if context is None or "project_dir" not in context.params:
+        return
+    try:
+        warning = check(Path(context.params["project_dir"]))
+    except EnrichError as exc:
+        _fail(exc, bool(context.params.get("as_json")))
+        return
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _fail(exc: EnrichError, as_json: bool) -> None:
@@ -378,6 +396,210 @@ def cancel(
         click.echo(render.to_json(report))
     else:
         render.cancel_summary(report, Console())
+
+
+@main.command("init", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.option(
+    "--from",
+    "source_model",
+    required=True,
+    help="The dbt model whose rows are enriched (the input model selects from ref(MODEL)).",
+)
+@click.option(
+    "--key",
+    "key",
+    required=True,
+    help="The column(s) that identify a row of MODEL, comma-separated: --key id or "
+    "--key order_id,line_no.",
+)
+@click.option(
+    "--output-schema",
+    "output_schema",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON Schema (.json, .yml) for structured output, checked and written into "
+    "the declaration.",
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    envvar="DBT_PROJECT_DIR",
+    help="The dbt project to write into.",
+)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the files, relative to the project (default: models/enrichments/NAME).",
+)
+@click.option(
+    "--model",
+    "claude_model",
+    default="claude-haiku-4-5",
+    show_default=True,
+    help="The Claude model of the declaration.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="max_tokens of the declaration: the longest answer a row may get.",
+)
+def init_command(
+    name: str,
+    source_model: str,
+    key: str,
+    output_schema: Path | None,
+    project_dir: Path,
+    folder: Path | None,
+    claude_model: str,
+    max_tokens: int,
+) -> None:
+    """Write a new enrichment's files into your dbt project.
+
+    NAME.sql (the input model: the key columns and a `prompt` from ref(MODEL)),
+    _NAME.yml (its meta.enrich declaration), NAME__flagged.sql and NAME__enriched.sql,
+    in models/enrichments/NAME/. Overwrites nothing: exits 2 naming a file that exists.
+    """
+    from connector.scaffold import InitRequest, init, parse_keys
+
+    _check_package_version()
+    request = InitRequest(
+        name=name,
+        source_model=source_model,
+        keys=parse_keys(key),
+        project_dir=project_dir,
+        output_schema_file=output_schema,
+        folder=folder,
+        model=claude_model,
+        max_tokens=max_tokens,
+    )
+    try:
+        report = init(request)
+    except EnrichError as exc:
+        _fail(exc, False)
+        return
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    click.echo("next:")
+    for command in report.next_commands:
+        click.echo(f"  {command}")
+
+
+@main.command("run", epilog=EXIT_CODES_HELP)
+@project_options
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between passes while batches are in flight (and between retrieves of one batch).",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up after this many seconds (exit 1); what is in flight is landed by the "
+    "next run or sync.",
+)
+@click.option(
+    "--reconcile-grace",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="As for sync: seconds before an intent whose create answer was lost is abandoned.",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for another sync of the same ledger to finish; after that, "
+    "exit 5 having changed nothing.",
+)
+@click.option(
+    "--max-usd",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Submit at most this many (estimated) dollars per pass; a pass held back ends "
+    "submission for the run (exit 4).",
+)
+@click.option(
+    "--approve-usd",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Approve up to this many dollars per pass, in place of the budgets.",
+)
+def run_command(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+    poll_interval: float,
+    max_wait: float | None,
+    reconcile_grace: float,
+    lock_wait: float,
+    max_usd: float | None,
+    approve_usd: float | None,
+) -> None:
+    """Build, sync and build until everything flagged is enriched.
+
+    dbt build of what the flagged views need (+NAME__flagged +NAME__enriched), then
+    `enrich sync` passes, each landing (followed by dbt build --select
+    source:enrich_ledger+) and submitting, until a pass lands and submits nothing and
+    nothing is in flight, or --max-wait. After a budget stop or an error, nothing more
+    is submitted: the run lands what is in flight and exits 4 or 1.
+    """
+    from connector import render
+    from connector.run import run as run_loop
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        select=select,
+        poll_interval=poll_interval,
+        max_wait_seconds=max_wait,
+        reconcile_grace_seconds=reconcile_grace,
+        lock_wait_seconds=lock_wait,
+        max_usd=max_usd,
+        approve_usd=approve_usd,
+    )
+    console = Console(stderr=True)
+
+    def progress(message: str) -> None:
+        # names of enrichments and batches: literal text, never rich markup
+        console.log(render.plain(message))
+
+    try:
+        report = run_loop(settings, progress)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json(report))
+    else:
+        state = "done" if report.done else "stopped"
+        click.echo(
+            f"enrich run {state}: {report.passes} sync passes, {report.submitted} rows "
+            f"submitted in {len(report.batches)} batches, {report.landed_lines} result "
+            f"lines landed from {report.landed_batches} batches, {report.rejected} rows "
+            f"rejected, {report.in_flight} requests in flight"
+        )
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    for stop in report.budget_stops:
+        click.echo(f"budget: {stop.message}", err=True)
+    if report.errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_BUDGET if report.budget_stops else EXIT_OK)
 
 
 def _register_emulator() -> None:
