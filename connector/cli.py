@@ -551,8 +551,8 @@ def run_command(
     """Build, sync and build until everything flagged is enriched.
 
     dbt build of what the flagged views need (+NAME__flagged +NAME__enriched), then
-    `enrich sync` passes, each landing (followed by dbt build --select
-    source:enrich_ledger+) and submitting, until a pass lands and submits nothing and
+    `enrich sync` passes, each landing (then dbt build --select source:enrich_ledger+
+    package:batch_enrich) and submitting, until a pass lands and submits nothing and
     nothing is in flight, or --max-wait. After a budget stop or an error, nothing more
     is submitted: the run lands what is in flight and exits 4 or 1.
     """

@@ -3,7 +3,7 @@
     dbt build --select +NAME__flagged +NAME__enriched ...   (once: what the views need)
     repeat:
         enrich sync                          (land what ended, submit what is flagged)
-        dbt build --select source:enrich_ledger+   (after a landing: what landed feeds)
+        dbt build --select source:enrich_ledger+ package:batch_enrich   (after a landing)
     until a pass lands nothing, submits nothing and nothing is in flight, or --max-wait.
 
 dbt runs in-process (connector.project.run_dbt), one command at a time, so a DuckDB file
@@ -31,9 +31,10 @@ from connector.sync import SyncReport, sync
 
 log = logging.getLogger(__name__)
 
-#: What the ledger feeds: the package's staging, intermediate and mart models, every
-#: enrichment's flagged and enriched models, and the user's models built on them.
-LANDED_SELECTION = ("source:enrich_ledger+",)
+#: What the ledger feeds (every enrichment's flagged and enriched models and the user's
+#: models built on them) and the whole package (its staging, intermediate and mart
+#: models and the price seed the costs read).
+LANDED_SELECTION = ("source:enrich_ledger+", "package:batch_enrich")
 
 
 @dataclass
