@@ -14,7 +14,7 @@ COMMANDS = sorted(main.commands)
 def test_the_group_lists_every_command_with_a_summary() -> None:
     out = CliRunner().invoke(main, ["--help"])
     assert out.exit_code == 0
-    for name in ("sync", "status", "cancel", "emulator"):
+    for name in ("sync", "status", "cancel", "emulator", "init", "run"):
         assert name in COMMANDS
         assert name in out.output
     assert "Exit codes" in out.output
