@@ -31,7 +31,7 @@ PACKAGE_NAME = "batch_enrich"
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 INSTALL_HINT = (
     "install the same release of both: packages.yml `revision: vX.Y.Z` (then `dbt deps`) "
-    "and `pip install 'batch-enrich @ git+<repository URL>@vX.Y.Z'`"
+    "and `pip install 'git+<repository URL>@vX.Y.Z'`"
 )
 
 
