@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.enrich_project import dbt_prepare, default_declaration, write_project
 from harness.received import row_requests
 from harness.sync_process import (
     HANG_GUARD_SECONDS,
@@ -30,38 +31,42 @@ from harness.sync_process import (
     start_sync,
     wait_for,
 )
-from harness.warehouses import Warehouse
+from harness.warehouses import Warehouse, parse_env
 
 from connector.crashpoints import ENV as CRASH_ENV
 
-ROWS = 1200  # three batches of 400 (the harness declaration's max_requests_per_batch)
-ROUNDS = 4
+ROWS = 1000
+BATCH_ROWS = 100  # ten batches: many creates for the faults to hit
 SYNCS_PER_ROUND = 3
 CRASH_POINTS = (None, None, "after_intent", "before_create", "after_create", "mid_landing")
-FAULTS = (
-    "create_no_answer=0.25,http_500@create=0.1,http_429@create=0.1,retry_after=1,"
-    "http_529@retrieve=0.15,http_500@list=0.1,results_cut=0.25,"
-    "item_api_error=0.03,item_expired=0.02,seed={seed}"
+# one spec per round, each seeded; creates first lose answers, later rounds cut streams
+ROUND_FAULTS = (
+    "create_no_answer=0.5,http_429@create=0.2,retry_after=1,item_api_error=0.05,item_expired=0.03",
+    "http_500@create=0.3,create_no_answer=0.3,http_529@retrieve=0.2,results_cut=0.5",
+    "results_cut=0.5,http_500@list=0.2,http_529@retrieve=0.2,create_no_answer=0.3",
+    "results_cut=0.3,create_no_answer=0.3,http_500@create=0.2,item_api_error=0.05",
+    "results_cut=0.3,create_no_answer=0.2,http_529@retrieve=0.2,item_expired=0.03",
 )
 MAX_ATTEMPTS = 3
 
 
 def _storm(project: Path, emulator: Any, rng: random.Random) -> Counter[int]:
     codes: Counter[int] = Counter()
-    for round_no in range(ROUNDS):
-        emulator.set_faults(FAULTS.format(seed=round_no + 11))
+    for round_no, faults in enumerate(ROUND_FAULTS):
+        emulator.set_faults(f"{faults},seed={round_no + 11}")
         procs = []
         for _ in range(SYNCS_PER_ROUND):
             crash = rng.choice(CRASH_POINTS)
             env = {CRASH_ENV: crash} if crash else {}
-            lock_wait = rng.choice(["0", "0", "30"])
+            # most wait their turn for the guard; some give up at once (exit 5)
+            lock_wait = rng.choice(["0", "120", "120"])
             # grace: never abandon during the storm (a killed create may still land)
             procs.append(
                 start_sync(project, "--reconcile-grace", "3600", "--lock-wait", lock_wait, env=env)
             )
             time.sleep(rng.uniform(0.0, 1.0))  # overlap, staggered at random
         for proc in procs:
-            if rng.random() < 0.35:
+            if round_no > 0 and rng.random() < 0.35:
                 time.sleep(rng.uniform(0.5, 6.0))  # a random moment of its run
                 proc.send_signal(signal.SIGKILL)
         for proc in procs:
@@ -85,18 +90,28 @@ def _settle(project: Path, emulator: Any) -> None:
     raise AssertionError(f"the ledger did not settle: {output(done)}")
 
 
+@pytest.fixture
+def chaos_project(tmp_path: Path, warehouse_kind: str, request: pytest.FixtureRequest) -> Path:
+    root = tmp_path / "chaos"
+    decl = default_declaration() | {"max_requests_per_batch": BATCH_ROWS}
+    project = write_project(root, {"items": decl})
+    dbt_prepare(project, parse_env(warehouse_kind, root, request))
+    return project
+
+
 @pytest.mark.parametrize("seed", [5])
 def test_overlapping_killed_syncs_with_faults_lose_nothing_and_pay_once(
-    seed: int, enrich_env: Warehouse, enrich_project: Path, emulator: Any
+    seed: int, enrich_env: Warehouse, chaos_project: Path, emulator: Any
 ) -> None:
-    items_source(enrich_env, enrich_project, ROWS)
-    codes = _storm(enrich_project, emulator, random.Random(seed))
-    assert codes[-signal.SIGKILL] >= 1, codes  # the storm did kill syncs
-    _settle(enrich_project, emulator)
+    items_source(enrich_env, chaos_project, ROWS)
+    codes = _storm(chaos_project, emulator, random.Random(seed))
+    fired = emulator.stats()["faults_fired"]
+    # the storm had teeth: syncs were killed, creates lost their answers, streams were cut
+    assert codes[-signal.SIGKILL] >= 1, codes
+    assert fired.get("create_no_answer", 0) >= 1 and fired.get("results_cut", 0) >= 1, fired
+    _settle(chaos_project, emulator)
 
     stats = emulator.stats()
-    fired = stats["faults_fired"]
-    assert fired.get("create_no_answer", 0) >= 1 and fired.get("results_cut", 0) >= 1, fired
 
     # every batch on the API is one of the ledger's, and none is left in flight
     held = {b for (b,) in enrich_env.fetch("select batch_id from enrich.batches")}
