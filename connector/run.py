@@ -1,6 +1,6 @@
 """`enrich run`: the whole loop, for teams without an orchestrator.
 
-    dbt build --select +NAME__flagged +NAME__enriched ...   (once: what the views need)
+    dbt build --select +NAME__flagged +NAME__enriched ... batch_enrich_model_prices   (once)
     repeat:
         enrich sync                          (land what ended, submit what is flagged)
         dbt build --select source:enrich_ledger+ package:batch_enrich   (after a landing)
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from connector.budgets import BudgetStop
 from connector.errors import ConfigError, WarehouseLockedError
-from connector.project import Enrichment, Project, load_project, run_dbt
+from connector.project import PRICE_SEED, Enrichment, Project, load_project, run_dbt
 from connector.settings import Settings
 from connector.sync import SyncReport, sync
 
@@ -55,11 +55,12 @@ class RunReport:
 
 def input_selection(enrichments: tuple[Enrichment, ...]) -> list[str]:
     """What the flagged views need, and the enriched tables (so they exist even when
-    nothing is left to enrich): `+<flagged> +<enriched>` of each enrichment."""
+    nothing is left to enrich): `+<flagged> +<enriched>` of each enrichment, and the
+    price seed the budgets read (on a fresh project nothing has loaded it yet)."""
     names: list[str] = []
     for e in enrichments:
         names += [f"+{e.declaration.flagged_model}", f"+{e.name}__enriched"]
-    return names
+    return [*names, PRICE_SEED]
 
 
 def run(settings: Settings, on_progress: Callable[[str], None] = lambda _: None) -> RunReport:

@@ -188,3 +188,57 @@ def test_own_project_installs_scaffolds_and_runs_to_completion(
         and n["original_file_path"].startswith(("models/staging/", "models/intermediate/"))
     ]
     assert package_generic_tests == []
+
+
+@pytest.mark.slow
+def test_a_budget_stop_ends_submission_for_the_run_and_exits_4(
+    tmp_path: Path, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `enrich run` is one command for budgets: the pass a budget held back is the
+    last that submits; the run lands what it sent and stops with the budget (exit 4)
+    instead of sending another budget's worth every pass. DuckDB only, in-process."""
+    from connector.run import run
+    from connector.scaffold import InitRequest, init
+    from connector.settings import Settings
+
+    warehouse = DuckDBWarehouse(tmp_path / DUCKDB_FILE)
+    for key, value in {
+        **warehouse.env,
+        "ANTHROPIC_BASE_URL": emulator.base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-own-project",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DBT_PROFILES_DIR", raising=False)
+    project = _write_project(tmp_path)
+    rows = _rows()[:20]
+    warehouse.create_source("pkgs", rows, key_types=(("name", "text"), ("version", "text")))
+    run_dbt(["deps"], project, project, None)
+    folder = init(InitRequest("pkg_labels", "stg_pkgs", ("name", "version"), project)).folder
+    declaration = folder / "_pkg_labels.yml"
+    # about three rows' estimate (half of max_tokens out at Haiku's batch price)
+    text = declaration.read_text()
+    budget = "prompt_version: v1\n          budget_usd: 0.004"
+    declaration.write_text(text.replace("prompt_version: v1", budget))
+
+    report = run(
+        Settings(
+            project_dir=project,
+            profiles_dir=project,
+            poll_interval=0.0,
+            reconcile_grace_seconds=0.0,
+            max_wait_seconds=HANG_GUARD_SECONDS,
+        )
+    )
+    assert [s.enrichment for s in report.budget_stops] == ["pkg_labels"]
+    assert 0 < report.submitted < len(rows)
+    assert report.in_flight == 0 and not report.done and not report.errors
+    # the marker request of each batch (custom_id be-sub-...) is not a row
+    ((sent,),) = warehouse.fetch(
+        "select count(*) from enrich.requests where custom_id not like 'be-sub-%'"
+    )
+    assert sent == report.submitted  # no pass after the stop sent anything
+    ((landed,),) = warehouse.fetch(
+        "select count(*) from enrich.results_raw where custom_id not like 'be-sub-%'"
+    )
+    assert landed == report.submitted  # and what was sent was landed before the exit
