@@ -348,7 +348,8 @@ def status(
     as_json: bool,
     verbose: int,
 ) -> None:
-    """Per enrichment: batches and requests in flight, landed, failed, rejected."""
+    """Per enrichment: batches and requests in flight, landed, failed, rejected; spend;
+    the backlog (rows flagged by reason and the oldest one's age, rows in flight)."""
     from connector import render
     from connector.commands import status as run_status
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 
 from connector.api import BatchApi
 from connector.errors import ConfigError
 from connector.estimate import Estimate, estimate_enrichment, load_prices, utc_day_start
-from connector.ledger.base import Ledger, StatusRow
+from connector.ledger.base import InFlightBacklog, Ledger, StatusRow
 from connector.policy import BatchStatus
 from connector.pricing import Price
+from connector.project import Project
 from connector.settings import Settings
 from connector.sync import opened, optional_api
 
@@ -28,6 +32,9 @@ def status(settings: Settings) -> list[StatusRow]:
         in_flight = ledger.in_flight_estimates()
         saved = ledger.shared_counts()
         attention = _attention(ledger)
+        flagged = _flagged_backlog(project, ledger)
+        flying = ledger.in_flight_backlog()
+        now = ledger.now()
     known = {r.enrichment for r in rows}
     rows += [StatusRow(name, 0, 0, 0, 0, 0, 0, 0, 0) for name in sorted(declared - known)]
     if settings.select:
@@ -45,7 +52,82 @@ def status(settings: Settings) -> list[StatusRow]:
         )
         for r in rows
     ]
+    rows = [_with_backlog(r, flagged, flying, now) for r in rows]
     return sorted(rows, key=lambda r: r.enrichment)
+
+
+# the columns of enrich_backlog that `enrich status` reads (models/marts/enrich_backlog.sql)
+FLAG_REASONS = ("new", "input_changed", "prompt_changed", "model_changed", "retry", "repair")
+BACKLOG_COLUMNS = (
+    "enrichment",
+    "rows_flagged",
+    *(f"rows_flagged_{reason}" for reason in FLAG_REASONS),
+    "oldest_flagged_at",
+    "computed_at",
+)
+
+
+@dataclass(frozen=True)
+class _Flagged:
+    rows: int
+    by_reason: dict[str, int]
+    oldest_flagged_at: datetime | None
+    computed_at: datetime | None
+
+
+def _flagged_backlog(project: Project, ledger: Ledger) -> dict[str, _Flagged] | None:
+    """Per enrichment, the flagged rows as the last dbt build counted them in the
+    enrich_backlog table (a few rows); None when that table is not built (yet)."""
+    relation = project.backlog
+    if relation is None or not set(BACKLOG_COLUMNS) <= set(ledger.flagged_columns(relation)):
+        return None
+    found: dict[str, _Flagged] = {}
+    for chunk in ledger.stream_flagged(relation, BACKLOG_COLUMNS, 1000):
+        for row in chunk:
+            counts = [_count(v) for v in row[2 : 2 + len(FLAG_REASONS)]]
+            found[str(row[0])] = _Flagged(
+                rows=_count(row[1]),
+                by_reason={r: n for r, n in zip(FLAG_REASONS, counts, strict=True) if n},
+                oldest_flagged_at=_aware(row[-2]),
+                computed_at=_aware(row[-1]),
+            )
+    return found
+
+
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int | float | Decimal) else 0
+
+
+def _aware(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _hours(since: datetime | None, now: datetime) -> float | None:
+    return None if since is None else max(0.0, (now - since).total_seconds() / 3600)
+
+
+def _with_backlog(
+    row: StatusRow,
+    flagged: Mapping[str, _Flagged] | None,
+    flying: Mapping[str, InFlightBacklog],
+    now: datetime,
+) -> StatusRow:
+    air = flying.get(row.enrichment)
+    row = dataclasses.replace(
+        row,
+        in_flight_rows=air.rows if air else 0,
+        oldest_in_flight_age_hours=_hours(air.oldest_intent_at if air else None, now),
+    )
+    if flagged is None:
+        return row
+    mine = flagged.get(row.enrichment, _Flagged(0, {}, None, None))
+    return dataclasses.replace(
+        row,
+        flagged_rows=mine.rows,
+        flagged_by_reason=mine.by_reason,
+        oldest_flagged_age_hours=_hours(mine.oldest_flagged_at, now),
+        backlog_computed_at=mine.computed_at,
+    )
 
 
 def _attention(ledger: Ledger) -> defaultdict[str, list[tuple[str, str]]]:

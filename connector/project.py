@@ -68,6 +68,7 @@ class Project:
     enrichments: tuple[Enrichment, ...]
     invalid: tuple[tuple[str, str], ...]  # (model, message) of declarations that failed
     prices: Relation | None = None  # the price seed's table, as `ref` resolves it
+    backlog: Relation | None = None  # the package's enrich_backlog model (enrich status)
 
     def select(self, names: tuple[str, ...]) -> tuple[Enrichment, ...]:
         if not names:
@@ -83,6 +84,8 @@ class Project:
 
 
 PRICE_SEED = "batch_enrich_model_prices"
+PACKAGE = "batch_enrich"
+BACKLOG_MODEL = "enrich_backlog"
 
 
 def find_profiles_dir(project_dir: Path, profiles_dir: Path | None) -> Path:
@@ -252,6 +255,22 @@ def price_relation(manifest: Mapping[str, Any]) -> Relation | None:
     )
 
 
+def package_model_relation(manifest: Mapping[str, Any], name: str) -> Relation | None:
+    """The relation of the package's model `name` (None: not in the manifest)."""
+    for node in manifest.get("nodes", {}).values():
+        if (
+            node.get("resource_type") == "model"
+            and node.get("package_name") == PACKAGE
+            and node.get("name") == name
+        ):
+            return Relation(
+                database=node.get("database"),
+                schema=str(node["schema"]),
+                name=str(node.get("alias") or node["name"]),
+            )
+    return None
+
+
 def load_project(project_dir: Path, profiles_dir: Path | None, target: str | None) -> Project:
     project_dir = project_dir.resolve()
     conf = _read_yaml(project_dir / "dbt_project.yml")
@@ -270,4 +289,5 @@ def load_project(project_dir: Path, profiles_dir: Path | None, target: str | Non
         enrichments=enrichments,
         invalid=invalid,
         prices=price_relation(manifest),
+        backlog=package_model_relation(manifest, BACKLOG_MODEL),
     )

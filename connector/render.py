@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -118,10 +119,48 @@ SPEND_COLUMNS = (
 )
 
 
+# the backlog's own table (`enrich status: backlog`)
+BACKLOG_COLUMNS = (
+    "flagged_rows",
+    "flagged_by_reason",
+    "oldest_flagged_age_hours",
+    "in_flight_rows",
+    "oldest_in_flight_age_hours",
+    "backlog_computed_at",
+)
+
+
+def _hours(value: float | None) -> Text:
+    return plain("-" if value is None else f"{value:,.1f} h")
+
+
+def _reasons(counts: Mapping[str, int]) -> Text:
+    return plain(", ".join(f"{reason} {n}" for reason, n in counts.items()) or "-")
+
+
+def backlog_table(rows: list[StatusRow], console: Console) -> None:
+    """Per enrichment: flagged rows (as of the last dbt build) by reason and the oldest
+    one's age, rows in flight and the oldest batch's age."""
+    table = Table(title="enrich status: backlog (flagged as of the last dbt build)")
+    for title in ("enrichment", "flagged", "by reason", "oldest flagged", "in flight rows",
+                  "oldest in flight"):  # fmt: skip
+        table.add_column(title, justify="left" if title in ("enrichment", "by reason") else "right")
+    for r in rows:
+        table.add_row(
+            plain(r.enrichment),
+            plain("not built" if r.flagged_rows is None else r.flagged_rows),
+            _reasons(r.flagged_by_reason),
+            _hours(r.oldest_flagged_age_hours),
+            plain(r.in_flight_rows),
+            _hours(r.oldest_in_flight_age_hours),
+        )
+    console.print(table)
+
+
 def status_table(rows: list[StatusRow], console: Console) -> None:
-    """Two tables: where the requests are, then what they cost."""
+    """Three tables: where the requests are, what they cost, and the backlog."""
     names = [f.name for f in dataclasses.fields(StatusRow) if f.name != "attention"]
-    progress = [n for n in names if n not in SPEND_COLUMNS]
+    progress = [n for n in names if n not in SPEND_COLUMNS and n not in BACKLOG_COLUMNS]
     for title, columns in (
         ("enrich status", progress),
         ("enrich status: spend (batch prices)", ["enrichment", *SPEND_COLUMNS]),
@@ -136,6 +175,7 @@ def status_table(rows: list[StatusRow], console: Console) -> None:
         for r in rows:
             table.add_row(*(_cell(getattr(r, n)) for n in columns))
         console.print(table)
+    backlog_table(rows, console)
     for r in rows:
         for text in r.attention:
             console.print(line(r.enrichment, ": ", text, style="yellow"))

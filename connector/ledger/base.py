@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -83,6 +83,27 @@ class StatusRow:
     unresolved_intents: int = 0
     orphan_batches: int = 0
     attention: tuple[str, ...] = ()
+    # the backlog (docs/running.md): rows the flagged view selected at the last dbt build
+    # (the enrich_backlog model; None: not built yet), by flag_reason, and the age in
+    # hours of the one waiting longest; rows in flight now (with dedupe, the rows that
+    # share a request too) and the age of the oldest batch in flight, from the ledger
+    flagged_rows: int | None = None
+    flagged_by_reason: Mapping[str, int] = field(default_factory=dict)
+    oldest_flagged_age_hours: float | None = None
+    in_flight_rows: int = 0
+    oldest_in_flight_age_hours: float | None = None
+    backlog_computed_at: datetime | None = None  # when dbt built enrich_backlog
+
+
+@dataclass(frozen=True)
+class InFlightBacklog:
+    """What one enrichment has in flight: rows (its requests and the keys sharing
+    them), requests, and when the oldest batch in flight was recorded."""
+
+    enrichment: str
+    rows: int
+    requests: int
+    oldest_intent_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -241,6 +262,8 @@ class Ledger(Protocol):
     def submission_custom_ids(self, submission_id: str) -> list[str]: ...
 
     def status(self) -> list[StatusRow]: ...
+
+    def in_flight_backlog(self) -> dict[str, InFlightBacklog]: ...
 
     def now(self) -> datetime: ...
 

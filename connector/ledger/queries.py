@@ -174,10 +174,12 @@ where r.enrichment = %(enrichment)s and b.intent_at >= %(since)s and b.status <>
 """
 
 # usage of landed succeeded results per enrichment and model, today (UTC) and in total
+# `materialized` and the cast: each line's JSON is read once, its usage kept as jsonb
+# (Postgres would otherwise inline the CTE and parse every line once per sum)
 USAGE: Final = """
-with lines as (
+with lines as materialized (
     select r.enrichment, r.model, x.landed_at >= %(day_start)s as is_today,
-        x.line -> 'result' -> 'message' -> 'usage' as u
+        cast(x.line -> 'result' -> 'message' -> 'usage' as jsonb) as u
     from {results_raw} as x
     join {batches} as b on b.batch_id = x.batch_id
     join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
@@ -333,36 +335,51 @@ select custom_id from {requests} where submission_id = %(sid)s order by 1
 
 NOW: Final = "select now()"
 
+# One grouped pass per table (an earlier form ran a correlated subquery per enrichment
+# and column over a requests x batches x results_raw join). The error type is read from
+# the JSON line of errored results only.
 STATUS: Final = """
-with req as (
-    select r.enrichment, r.custom_id, r.request_hash, b.status, b.submission_id,
-           x.result_type,
-           x.line -> 'result' -> 'error' -> 'error' ->> 'type' as error_type
+with batch_counts as (
+    select enrichment,
+        count(*) filter (where status = any(%(in_flight)s)) as in_flight_batches,
+        count(*) filter (where status = %(landed)s) as landed_batches
+    from {batches}
+    group by enrichment
+),
+request_counts as (
+    select r.enrichment,
+        count(*) filter (where b.status = any(%(in_flight)s)) as in_flight_requests,
+        count(*) filter (where x.result_type = 'succeeded') as succeeded,
+        count(*) filter (
+            where x.result_type <> 'succeeded'
+                and coalesce(x.error_type, '') <> all(%(terminal)s)
+        ) as failed_retryable,
+        count(*) filter (where x.error_type = any(%(terminal)s)) as failed_terminal,
+        count(*) filter (where b.status = %(landed)s and x.result_type is null) as missing
     from {requests} as r
     join {batches} as b on b.submission_id = r.submission_id
-    left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+    left join (
+        select batch_id, custom_id, result_type,
+            case when result_type = 'errored'
+                then line -> 'result' -> 'error' -> 'error' ->> 'type' end as error_type
+        from {results_raw}
+    ) as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+    group by r.enrichment
+),
+rejection_counts as (
+    select enrichment, count(*) as rejected from {rejections} group by enrichment
 ),
 names as (
-    select enrichment from {batches} union select enrichment from {rejections}
+    select enrichment from batch_counts union select enrichment from rejection_counts
 )
 select n.enrichment,
-    (select count(*) from {batches} as b
-      where b.enrichment = n.enrichment and b.status = any(%(in_flight)s)),
-    (select count(*) from req where req.enrichment = n.enrichment
-      and req.status = any(%(in_flight)s)),
-    (select count(*) from {batches} as b
-      where b.enrichment = n.enrichment and b.status = %(landed)s),
-    (select count(*) from req where req.enrichment = n.enrichment
-      and req.result_type = 'succeeded'),
-    (select count(*) from req where req.enrichment = n.enrichment
-      and req.result_type is not null and req.result_type <> 'succeeded'
-      and coalesce(req.error_type, '') <> all(%(terminal)s)),
-    (select count(*) from req where req.enrichment = n.enrichment
-      and req.error_type = any(%(terminal)s)),
-    (select count(*) from req where req.enrichment = n.enrichment
-      and req.status = %(landed)s and req.result_type is null),
-    (select count(*) from {rejections} as j where j.enrichment = n.enrichment)
+    coalesce(b.in_flight_batches, 0), coalesce(q.in_flight_requests, 0),
+    coalesce(b.landed_batches, 0), coalesce(q.succeeded, 0), coalesce(q.failed_retryable, 0),
+    coalesce(q.failed_terminal, 0), coalesce(q.missing, 0), coalesce(j.rejected, 0)
 from names as n
+left join batch_counts as b on b.enrichment = n.enrichment
+left join request_counts as q on q.enrichment = n.enrichment
+left join rejection_counts as j on j.enrichment = n.enrichment
 order by n.enrichment
 """
 
@@ -437,4 +454,15 @@ insert into {shared_keys} (submission_id, custom_id, member_custom_id, primary_k
 select unnest(%(sid)s::text[]), unnest(%(custom_id)s::text[]), unnest(%(member)s::text[]),
     unnest(%(primary_key)s::text[])::jsonb
 on conflict (submission_id, member_custom_id) do nothing
+"""
+
+
+# the backlog in flight: per batch in flight, its requests and the keys that share them
+# (dedupe), and when its intent was recorded (status sums them per enrichment)
+IN_FLIGHT_BACKLOG: Final = """
+select b.enrichment, b.intent_at,
+    (select count(*) from {requests} as r where r.submission_id = b.submission_id),
+    (select count(*) from {shared_keys} as s where s.submission_id = b.submission_id)
+from {batches} as b
+where b.status = any(%(in_flight)s)
 """

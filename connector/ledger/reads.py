@@ -14,6 +14,7 @@ from connector.ledger import queries as q
 from connector.ledger.base import (
     BatchRecord,
     Calibration,
+    InFlightBacklog,
     OrphanRecord,
     StatusRow,
     SyncGuard,
@@ -193,6 +194,23 @@ class LedgerReads(ABC):
                 (q.DELETE_DEFERRALS, {"enrichment": enrichment, "ids": [r[2] for r in rows]}),
             ]
         )
+
+    # ------------------------------------------------------------- the backlog
+    def in_flight_backlog(self) -> dict[str, InFlightBacklog]:
+        """Per enrichment with batches in flight: rows, requests, oldest intent."""
+        rows = self._read(q.IN_FLIGHT_BACKLOG, {"in_flight": [s.value for s in IN_FLIGHT]})
+        found: dict[str, InFlightBacklog] = {}
+        for enrichment, intent_at, requests, shared in rows:
+            name = str(enrichment)
+            seen = found.get(name, InFlightBacklog(name, 0, 0, intent_at))
+            oldest = seen.oldest_intent_at
+            found[name] = InFlightBacklog(
+                name,
+                seen.rows + int(requests) + int(shared),
+                seen.requests + int(requests),
+                intent_at if oldest is None else min(oldest, intent_at),
+            )
+        return found
 
 
 def _status_row(r: Sequence[Any]) -> StatusRow:

@@ -1,0 +1,87 @@
+{#-
+    One row per input row that an enrichment's flagged view selects now (its backlog),
+    with the reason and since when it has been waiting: first_flagged_at is the first
+    build that found the key flagged with the same request hash and reason (this
+    table's previous version is read to carry it over), else this build.
+
+    Every valid declaration's flagged view is read (macros/backlog.sql); an enrichment
+    whose flagged view has not been built yet has no rows. A key the view repeats is
+    counted once. The flagged views are not refs (the package cannot name them), so
+    the models they read from the ledger are, below: this model is built after them.
+-#}
+
+-- depends_on: {{ ref('int_enrich__request_outcomes') }}
+-- depends_on: {{ ref('stg_enrich_ledger__request_keys') }}
+-- depends_on: {{ ref('stg_enrich_ledger__batches') }}
+
+{%- set flagged_relations = [] -%}
+{%- set previous = none -%}
+{%- if execute -%}
+    {%- do flagged_relations.extend(batch_enrich.backlog_flagged_relations()) -%}
+    {%- set previous = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
+{%- endif %}
+
+with
+
+flagged as (
+
+    {{ batch_enrich.backlog_flagged_union(flagged_relations) | indent(4) }}
+
+),
+
+previous as (
+
+    {% if previous is not none -%}
+        select
+            enrichment,
+            key_text,
+            request_hash,
+            flag_reason,
+            first_flagged_at
+        from {{ previous }}
+    {%- else -%}
+        select
+            cast(null as text) as enrichment,
+            cast(null as text) as key_text,
+            cast(null as text) as request_hash,
+            cast(null as text) as flag_reason,
+            cast(null as timestamp with time zone) as first_flagged_at
+        where 1 = 0
+    {%- endif %}
+
+),
+
+current_keys as (
+
+    select
+        enrichment,
+        key_text,
+        min(request_hash) as request_hash,
+        min(flag_reason) as flag_reason
+
+    from flagged
+    group by enrichment, key_text
+
+),
+
+final as (
+
+    select
+        current_keys.enrichment,
+        current_keys.key_text,
+        current_keys.request_hash,
+        current_keys.flag_reason,
+        coalesce(previous.first_flagged_at, cast(current_timestamp as timestamp with time zone))
+            as first_flagged_at
+
+    from current_keys
+    left join previous
+        on
+            current_keys.enrichment = previous.enrichment
+            and current_keys.key_text = previous.key_text
+            and current_keys.request_hash = previous.request_hash
+            and current_keys.flag_reason = previous.flag_reason
+
+)
+
+select * from final
