@@ -138,7 +138,8 @@ def _count(report: RunReport, sync_report: SyncReport) -> tuple[int, int]:
     report.rejected += sum(len(s.rejected) for s in sync_report.submitted)
     report.in_flight = sync_report.in_flight
     report.unresolved_intents = sync_report.unresolved_intents
-    report.errors += sync_report.errors
+    # an invalid declaration is reported by every pass: once is enough
+    report.errors += [e for e in sync_report.errors if e not in report.errors]
     report.budget_stops += sync_report.budget_stops
     return landed, submitted
 
