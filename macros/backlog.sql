@@ -64,8 +64,3 @@
     cast(extract(epoch from {{ end }}) - extract(epoch from {{ start }}) as double precision) / 3600.0
 {%- endmacro %}
 
-
-{#- The flag reasons the backlog counts one column each (docs/architecture.md §2). -#}
-{% macro backlog_flag_reasons() -%}
-    {{- return(['new', 'input_changed', 'prompt_changed', 'model_changed', 'retry', 'repair']) -}}
-{%- endmacro %}

@@ -43,9 +43,12 @@ flagged as (
     select
         enrichment,
         count(*) as rows_flagged,
-        {%- for reason in batch_enrich.backlog_flag_reasons() %}
-        sum(case when flag_reason = '{{ reason }}' then 1 else 0 end) as rows_flagged_{{ reason }},
-        {%- endfor %}
+        sum(case when flag_reason = 'new' then 1 else 0 end) as rows_flagged_new,
+        sum(case when flag_reason = 'input_changed' then 1 else 0 end) as rows_flagged_input_changed,
+        sum(case when flag_reason = 'prompt_changed' then 1 else 0 end) as rows_flagged_prompt_changed,
+        sum(case when flag_reason = 'model_changed' then 1 else 0 end) as rows_flagged_model_changed,
+        sum(case when flag_reason = 'retry' then 1 else 0 end) as rows_flagged_retry,
+        sum(case when flag_reason = 'repair' then 1 else 0 end) as rows_flagged_repair,
         min(first_flagged_at) as oldest_flagged_at
 
     from backlog_rows
@@ -77,27 +80,51 @@ enrichments as (
 
 ),
 
-final as (
+joined as (
 
     select
         enrichments.enrichment,
-        coalesce(flagged.rows_flagged, 0) as rows_flagged,
-        {%- for reason in batch_enrich.backlog_flag_reasons() %}
-        coalesce(flagged.rows_flagged_{{ reason }}, 0) as rows_flagged_{{ reason }},
-        {%- endfor %}
         flagged.oldest_flagged_at,
-        {{ batch_enrich.hours_between('flagged.oldest_flagged_at', 'current_timestamp') }} as oldest_flagged_age_hours,
-        coalesce(in_flight.rows_in_flight, 0) as rows_in_flight,
-        coalesce(in_flight.requests_in_flight, 0) as requests_in_flight,
         in_flight.oldest_in_flight_at,
-        {{ batch_enrich.hours_between('in_flight.oldest_in_flight_at', 'current_timestamp') }} as oldest_in_flight_age_hours,
-        cast(current_timestamp as timestamp with time zone) as computed_at
+        cast(current_timestamp as timestamp with time zone) as computed_at,
+        coalesce(flagged.rows_flagged, 0) as rows_flagged,
+        coalesce(flagged.rows_flagged_new, 0) as rows_flagged_new,
+        coalesce(flagged.rows_flagged_input_changed, 0) as rows_flagged_input_changed,
+        coalesce(flagged.rows_flagged_prompt_changed, 0) as rows_flagged_prompt_changed,
+        coalesce(flagged.rows_flagged_model_changed, 0) as rows_flagged_model_changed,
+        coalesce(flagged.rows_flagged_retry, 0) as rows_flagged_retry,
+        coalesce(flagged.rows_flagged_repair, 0) as rows_flagged_repair,
+        coalesce(in_flight.rows_in_flight, 0) as rows_in_flight,
+        coalesce(in_flight.requests_in_flight, 0) as requests_in_flight
 
     from enrichments
     left join flagged
         on enrichments.enrichment = flagged.enrichment
     left join in_flight
         on enrichments.enrichment = in_flight.enrichment
+
+),
+
+final as (
+
+    select
+        enrichment,
+        rows_flagged,
+        rows_flagged_new,
+        rows_flagged_input_changed,
+        rows_flagged_prompt_changed,
+        rows_flagged_model_changed,
+        rows_flagged_retry,
+        rows_flagged_repair,
+        oldest_flagged_at,
+        {{ batch_enrich.hours_between('oldest_flagged_at', 'computed_at') }} as oldest_flagged_age_hours,
+        rows_in_flight,
+        requests_in_flight,
+        oldest_in_flight_at,
+        {{ batch_enrich.hours_between('oldest_in_flight_at', 'computed_at') }} as oldest_in_flight_age_hours,
+        computed_at
+
+    from joined
 
 )
 
