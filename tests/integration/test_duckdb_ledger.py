@@ -263,9 +263,9 @@ def test_flagged_rows_stream_while_the_writer_commits(ledger: DuckDBLedger, path
     assert ledger.flagged_columns(relation) == ['k"ey']
     assert len(ledger.duplicate_keys(relation, ['k"ey'])) == 100
     seen = 0
-    for chunk in ledger.stream_flagged(relation, ['k"ey'], 1000):
+    for number, chunk in enumerate(ledger.stream_flagged(relation, ['k"ey'], 1000)):
         seen += len(chunk)
-        ledger.record_rejections("items", [(None, f"chunk of {len(chunk)}")])
+        ledger.record_rejections("items", [(None, f"chunk {number} of {len(chunk)}")])
     assert seen == 2600
     assert [r.rejected for r in ledger.status()] == [3]
 
