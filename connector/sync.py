@@ -159,10 +159,7 @@ def _passes(
     first = True
     while True:
         try:
-            with (
-                _ledger(project) as ledger,
-                ledger.sync_guard(settings.lock_wait_seconds if first else 0.0),
-            ):
+            with _guarded(project, settings.lock_wait_seconds if first else 0.0) as ledger:
                 _finish_pending(ledger, api, settings, report, on_progress)
                 if first and settings.submit:
                     _submit_all(project, ledger, api, settings, selected, report, on_progress)
@@ -180,6 +177,31 @@ def _passes(
             report.errors.append(f"--wait gave up after {settings.max_wait_seconds:.0f}s")
             return
         time.sleep(settings.poll_interval)
+
+
+@contextmanager
+def _guarded(project: Project, wait_seconds: float) -> Iterator[Ledger]:
+    """The ledger, opened, with its sync guard held. A DuckDB file another process
+    holds is tried again until `wait_seconds` pass; on Postgres the guard itself waits
+    that long."""
+    deadline = time.monotonic() + wait_seconds
+    ledger = _open_waiting(project, deadline)
+    try:
+        ensure_ledger(project, ledger)
+        with ledger.sync_guard(max(0.0, deadline - time.monotonic())):
+            yield ledger
+    finally:
+        ledger.close()
+
+
+def _open_waiting(project: Project, deadline: float) -> Ledger:
+    while True:
+        try:
+            return open_ledger(project.target, project.ledger_schema)
+        except WarehouseLockedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _finish_pending(
