@@ -10,7 +10,8 @@ filled by bulk SQL as a sync leaves it (every row but --to-submit requested, lan
 valid, for the hashes the view computed), then `dbt build` (without tests), and at once
 the connector's read: every row of the flagged view. Prints the read's wall seconds
 (statement_timeout --timeout: a read that hits it prints "> timeout"). "without" builds
-with the var `batch_enrich_analyze: false`.
+(both dbt commands) with the var `batch_enrich_analyze: false`; autovacuum stays on, as
+in a real cluster.
 """
 
 from __future__ import annotations
@@ -87,14 +88,13 @@ def _one_way(cluster: object, rows: int, to_submit: int, timeout: int, analyze: 
         source = [(i, f"Item {i}: a widget in colour {i % 7}") for i in range(rows)]
         create_source(db.conninfo, "items", source, KEY_TYPES["items"])
         _dbt(project, env, "deps")
-        _dbt(project, env, "run", "--select", "+items__flagged")
+        off = [] if analyze else ["--vars", "{batch_enrich_analyze: false}"]
+        _dbt(project, env, "run", "--select", "+items__flagged", *off)
         with psycopg.connect(db.conninfo, autocommit=True) as conn:
             for text in LEDGER:
                 conn.execute(text, {"n": rows - to_submit})  # type: ignore[arg-type]
         build = ["build", "--exclude-resource-type", "unit_test", "--exclude-resource-type", "test"]
-        if not analyze:
-            build += ["--vars", "{batch_enrich_analyze: false}"]
-        _dbt(project, env, *build)
+        _dbt(project, env, *build, *off)
         with psycopg.connect(db.conninfo, autocommit=True) as conn:
             conn.execute(f"set statement_timeout = {int(timeout) * 1000}")  # type: ignore[arg-type]
             started = time.perf_counter()
