@@ -5,14 +5,14 @@ Copy this file into your DAGs folder (Airflow 3; tested with 3.3). Each task run
 batch-enrich there, or set DBT and ENRICH to their full paths). `enrich sync`'s exit
 codes (docs/running.md) become task states:
 
-| exit | meaning                                   | task                                          |
-|------|-------------------------------------------|-----------------------------------------------|
-| 0    | done, or progress made                    | success                                       |
-| 1    | an error stopped part of the work         | failed, retried (`retries`, `retry_delay`)   |
-| 2    | usage or configuration                    | failed at once, no retry (AirflowFailException)|
-| 3    | the API refused the account               | failed at once, no retry (AirflowFailException)|
-| 4    | a budget held rows back; what fit was sent | success, returns budget_held=True (XCom); the final build runs |
-| 5    | another sync holds the ledger             | skipped (AirflowSkipException); so is the final build |
+- 0 (done, or progress made): success.
+- 1 (an error stopped part of the work): failed and retried (`retries`, `retry_delay`).
+- 2 (usage or configuration), 3 (the API refused the account): failed at once, no
+  retry (AirflowFailException).
+- 4 (a budget held rows back; what fit was sent): success, returning budget_held=True
+  (XCom); the final build runs.
+- 5 (another sync holds the ledger): skipped (AirflowSkipException), and so is the
+  final build.
 
 Failing at once on 2 and 3 means the failure alert (email_on_failure,
 on_failure_callback) fires on the first try rather than after the retries. A `dbt build`
