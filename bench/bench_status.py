@@ -227,8 +227,7 @@ def main() -> None:
 
 
 FLAGGED_VIEW = (
-    "create or replace view analytics.items__flagged as "
-    "select item_id, prompt from app.items_src"
+    "create or replace view analytics.items__flagged as select item_id, prompt from app.items_src"
 )
 
 
