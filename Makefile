@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TARGET ?= duckdb
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean test-orchestration orchestration-constraints
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,32 @@ demo: $(STAMP)
 # Two workers: much of the suite waits on Postgres, dbt and subprocesses.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
+
+# The Airflow and Dagster examples (examples/orchestration) run by the real libraries, in
+# a venv of their own: in .venv they would add ~2 min of install and several minutes to
+# the suite's 15 (docs/orchestration.md). .ci/run runs this after `make test`.
+ORCH_VENV := .venv-orchestration
+ORCH_REQS := examples/orchestration/requirements.txt
+ORCH_PINS := examples/orchestration/constraints.txt
+
+$(ORCH_VENV)/.installed: pyproject.toml $(ORCH_REQS) $(ORCH_PINS)
+	test -x $(ORCH_VENV)/bin/python || $(PYTHON) -m venv $(ORCH_VENV)
+	$(ORCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c $(ORCH_PINS) -e '.[dev]' -r $(ORCH_REQS)
+	touch $@
+
+test-orchestration: $(ORCH_VENV)/.installed
+	$(ORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 tests/orchestration
+
+# Re-pin constraints.txt after changing requirements.txt: resolve afresh in a scratch venv.
+orchestration-constraints:
+	rm -rf $(ORCH_VENV)-pins && $(PYTHON) -m venv $(ORCH_VENV)-pins
+	$(ORCH_VENV)-pins/bin/python -m pip install --quiet --disable-pip-version-check \
+		-e '.[dev]' -r $(ORCH_REQS)
+	sed -n '/^#/p' $(ORCH_PINS) > $(ORCH_PINS).new
+	$(ORCH_VENV)-pins/bin/python -m pip freeze --exclude-editable --disable-pip-version-check \
+		| grep -v '^batch-enrich' >> $(ORCH_PINS).new
+	mv $(ORCH_PINS).new $(ORCH_PINS) && rm -rf $(ORCH_VENV)-pins
 
 lint: $(STAMP)
 	$(BIN)/ruff check connector tests bench
