@@ -472,12 +472,15 @@ class DuckDBLedger(LedgerReads):
             lines = self._load(batch_id, landed_at, blocks)
             marker_found: bool | None = None
             if marker is not None:
-                deleted = self._one(
+                removed = self._run(
                     self._q(q.DELETE_MARKER_LINE), {"batch_id": batch_id, "marker": marker}
                 )
-                removed = int(deleted[0]) if deleted else 0
-                marker_found = removed == 1
-                lines -= removed
+                marker_found = len(removed) == 1
+                lines -= len(removed)
+                for (result_type,) in removed:
+                    self._run(
+                        self._q(q.UNCOUNT_MARKER), {"type": result_type, "sid": submission_id}
+                    )
             request_count = int(row[1])
             summary = LandSummary(lines, 0, 0, marker_found)
             if require_own or lines != request_count:

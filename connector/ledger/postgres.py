@@ -235,8 +235,13 @@ class PostgresLedger(LedgerReads):
             marker_found: bool | None = None
             if marker is not None:
                 cur.execute(self._q(q.DELETE_MARKER_LINE), {"batch_id": batch_id, "marker": marker})
-                marker_found = cur.rowcount == 1
-                lines -= cur.rowcount
+                removed = cur.fetchall()
+                marker_found = len(removed) == 1
+                lines -= len(removed)
+                for (result_type,) in removed:
+                    cur.execute(
+                        self._q(q.UNCOUNT_MARKER), {"type": result_type, "sid": submission_id}
+                    )
             request_count = int(row[1])
             summary = LandSummary(lines, 0, 0, marker_found)
             if require_own or lines != request_count:

@@ -119,6 +119,18 @@ from {orphan_batches} order by found_at, batch_id
 # the marker's result line proves whose batch it is; it is not a row's result
 DELETE_MARKER_LINE: Final = """
 delete from {results_raw} where batch_id = %(batch_id)s and custom_id = %(marker)s
+returning result_type
+"""
+
+# the API's counts of a batch include its marker request: once its line is found, the
+# batch counts only its rows' results (what enrich_reconciliation compares lines with)
+UNCOUNT_MARKER: Final = """
+update {batches} set
+    succeeded_count = succeeded_count - case when %(type)s = 'succeeded' then 1 else 0 end,
+    errored_count = errored_count - case when %(type)s = 'errored' then 1 else 0 end,
+    canceled_count = canceled_count - case when %(type)s = 'canceled' then 1 else 0 end,
+    expired_count = expired_count - case when %(type)s = 'expired' then 1 else 0 end
+where submission_id = %(sid)s
 """
 
 # the requests of an intent as columns (one array per column); Postgres uses COPY instead
