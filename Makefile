@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m connector.demo --target $(TARGET)
 
-# Two workers: much of the suite waits on Postgres, dbt and subprocesses.
+# Three workers on two cores: much of the suite waits on Postgres, dbt, subprocesses
+# and the emulator, so a third worker fills the waits (two left a third of the CPU idle).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3
 
 # The Airflow and Dagster examples (examples/orchestration) run by the real libraries, in
 # a venv of their own: in .venv they would add ~2 min of install and several minutes to

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,26 @@ def landed_ids(warehouse: Warehouse, schema: str = "enrich") -> list[str]:
 
 def output(done: subprocess.CompletedProcess[str] | Any) -> str:
     return f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+@dataclass
+class InProcessResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_sync_in_process(
+    project: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> InProcessResult:
+    """`enrich sync` through the real CLI, in this process (no interpreter start-up or
+    imports per call): for tests whose syncs run one after another. Exit code, stdout
+    (the --json document) and stderr as a subprocess would give them."""
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    result = CliRunner(env=dict(env or {})).invoke(main, sync_args(project, *extra)[3:])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return InProcessResult(result.exit_code, result.stdout, result.stderr)

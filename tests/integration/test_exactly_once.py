@@ -28,7 +28,7 @@ from harness.sync_process import (
     items_source,
     landed_ids,
     output,
-    run_sync,
+    run_sync_in_process,
     start_sync,
     wait_for,
 )
@@ -69,7 +69,7 @@ def test_long_retry_after_during_create_never_leads_to_a_second_batch(
     the guard. A second sync (grace 0) must neither abandon that intent nor resend its
     rows while the first may still create."""
     items_source(enrich_env, enrich_project, 300)
-    emulator.set_faults("http_429@create=1,retry_after=30,seed=1")
+    emulator.set_faults("http_429@create=1,retry_after=15,seed=1")
     first = start_sync(enrich_project, "--wait", "--reconcile-grace", "0")
     wait_for(
         lambda: (
@@ -79,7 +79,7 @@ def test_long_retry_after_during_create_never_leads_to_a_second_batch(
     )
     assert first.poll() is None, first.communicate()
     emulator.set_faults("")  # the first sync's retry will go through
-    second = run_sync(enrich_project, "--reconcile-grace", "0")
+    second = run_sync_in_process(enrich_project, "--reconcile-grace", "0")
     out, err = first.communicate(timeout=HANG_GUARD_SECONDS)
     assert first.returncode == 0, out[-2000:] + err[-2000:]
     # the second either found the guard held (5) or came after the first was done (0)
@@ -130,12 +130,12 @@ def test_dev_and_prod_on_one_api_account_never_land_each_others_batches(
     if prod is not enrich_env:
         items_source(prod, prod_project, 300)
 
-    dev_first = run_sync(enrich_project)
+    dev_first = run_sync_in_process(enrich_project)
     assert dev_first.returncode == 0, output(dev_first)
     (dev_batch,) = [b for (b,) in enrich_env.fetch("select batch_id from enrich.batches")]
 
     emulator.set_faults("create_no_answer=1,seed=2")
-    lost = run_sync(prod_project, env=prod_env)
+    lost = run_sync_in_process(prod_project, env=prod_env)
     assert lost.returncode in (0, 1), output(lost)
     emulator.set_faults("")
     assert emulator.stats()["faults_fired"].get("create_no_answer") == 1
@@ -143,9 +143,9 @@ def test_dev_and_prod_on_one_api_account_never_land_each_others_batches(
     assert len(prod_batches) == 1
     (prod_batch,) = prod_batches
 
-    settled = run_sync(prod_project, "--wait", "--reconcile-grace", "0", env=prod_env)
+    settled = run_sync_in_process(prod_project, "--wait", "--reconcile-grace", "0", env=prod_env)
     assert settled.returncode == 0, output(settled)
-    dev_done = run_sync(enrich_project, "--wait")
+    dev_done = run_sync_in_process(enrich_project, "--wait")
     assert dev_done.returncode == 0, output(dev_done)
 
     prod_lines = prod.fetch("select batch_id, count(*) from enrich_prod.results_raw group by 1")
@@ -176,16 +176,16 @@ def test_equal_size_batches_are_matched_to_their_own_intents(
     items_source(enrich_env, project, 300)
 
     emulator.set_faults("http_500@create=1,seed=3")
-    first = run_sync(project, "--reconcile-grace", "3600")
+    first = run_sync_in_process(project, "--reconcile-grace", "3600")
     assert first.returncode == 1, output(first)
     emulator.set_faults("create_no_answer=1,seed=3")
-    second = run_sync(project, "--reconcile-grace", "3600")
+    second = run_sync_in_process(project, "--reconcile-grace", "3600")
     assert second.returncode == 1, output(second)
     emulator.set_faults("")
     assert emulator.stats()["batches_created"] == 1
     (lost_batch,) = emulator.stats()["batches"]
 
-    settled = run_sync(project, "--wait", "--reconcile-grace", "0")
+    settled = run_sync_in_process(project, "--wait", "--reconcile-grace", "0")
     assert settled.returncode == 0, output(settled)
 
     received = row_requests(emulator.stats())
@@ -210,18 +210,18 @@ def test_ended_batch_whose_results_are_archived_becomes_results_lost(
     enrich_env: Warehouse, enrich_project: Path, emulator: Any
 ) -> None:
     items_source(enrich_env, enrich_project, 50)
-    submitted = run_sync(enrich_project)
+    submitted = run_sync_in_process(enrich_project)
     assert submitted.returncode == 0, output(submitted)
     emulator.set_faults("results_cut=1,seed=4")
     for _ in range(3):  # the emulator ends a batch on its second retrieve
-        cut = run_sync(enrich_project)  # once ended, its landing is cut mid-way
+        cut = run_sync_in_process(enrich_project)  # once ended, its landing is cut mid-way
         if _statuses(enrich_env) == ["ended"]:
             break
     assert _statuses(enrich_env) == ["ended"], output(cut)
     emulator.set_faults("")
     emulator.advance_clock(30 * 24 * 3600)  # past the 29 days: results archived
 
-    lost = run_sync(enrich_project)
+    lost = run_sync_in_process(enrich_project)
     assert _statuses(enrich_env)[0] == "results_lost", output(lost)
     # its rows are retryable: the same sync sent them again, in a new batch
     assert sorted(row_requests(emulator.stats()).values()) == [2] * 50
@@ -275,7 +275,7 @@ def test_a_batch_created_for_an_abandoned_intent_is_an_orphan_in_status(
     status`: billed, not landed, never adopted for another intent."""
     items_source(enrich_env, enrich_project, 100)
     emulator.set_faults("create_no_answer=1,seed=6")
-    lost = run_sync(enrich_project, "--reconcile-grace", "3600")
+    lost = run_sync_in_process(enrich_project, "--reconcile-grace", "3600")
     assert lost.returncode == 1, output(lost)
     emulator.set_faults("")
     (orphan,) = emulator.stats()["batches"]
@@ -285,7 +285,7 @@ def test_a_batch_created_for_an_abandoned_intent_is_an_orphan_in_status(
     )
     assert len(given_up) == 1
 
-    settled = run_sync(enrich_project, "--wait", "--reconcile-grace", "0")
+    settled = run_sync_in_process(enrich_project, "--wait", "--reconcile-grace", "0")
     assert settled.returncode == 0, output(settled)
     assert enrich_env.fetch("select batch_id, submission_id from enrich.orphan_batches") == [
         (orphan, given_up[0][0])
