@@ -56,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) target logs dbt_packages demo.duckdb
+	rm -rf $(VENV) $(ORCH_VENV) target logs dbt_packages demo.duckdb
