@@ -336,6 +336,14 @@ def test_sync_wait_on_duckdb_lets_the_file_go_between_polls(
             env={"ANTHROPIC_BASE_URL": emu.base_url},
         )
         try:
+            # the first pass must open the file itself (else it exits 5, as it should)
+            wait_for(
+                lambda: (
+                    emu.stats()["http_requests"].get("retrieve", 0) >= 1
+                    or waiting.poll() is not None
+                ),
+                "the sync polled its batch once",
+            )
             opened_between_polls = False
             while emu.stats()["http_requests"].get("retrieve", 0) < 12:
                 assert waiting.poll() is None, waiting.communicate()
@@ -344,9 +352,8 @@ def test_sync_wait_on_duckdb_lets_the_file_go_between_polls(
                 except duckdb.IOException:
                     time.sleep(0.02)
                     continue
-                if emu.stats()["http_requests"].get("retrieve", 0) >= 1:
-                    opened_between_polls = True
-                    break
+                opened_between_polls = True
+                break
             assert opened_between_polls, "the file stayed locked through 12 polls"
         finally:
             waiting.kill()

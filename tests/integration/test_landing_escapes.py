@@ -46,7 +46,9 @@ def test_a_lone_surrogate_in_a_result_line_lands_as_u_fffd_with_a_warning(
     )
     assert len(texts) == ROWS
     fixed = {cid for cid, text in texts if text.endswith("\ufffd")}
-    assert len(fixed) == fired
+    # the fault may also hit a batch's marker request, whose line is not kept
+    (batches,) = enrich_env.fetch("select count(*) from enrich.batches")[0]
+    assert fired - batches <= len(fixed) <= fired
     # the rest of each fixed line is intact: its text is the structured output, then U+FFFD
     for cid, text in texts:
         if cid in fixed:
