@@ -6,6 +6,7 @@ in-process when missing or stale), credentials from the `profiles.yml` target db
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -177,9 +178,20 @@ def load_manifest(
 ) -> dict[str, Any]:
     target_path = os.environ.get("DBT_TARGET_PATH") or conf.get("target-path", "target")
     manifest = project_dir / target_path / "manifest.json"
-    if _manifest_is_stale(manifest, project_dir, conf):
-        run_dbt(["parse"], project_dir, profiles_dir, target)
-    data: dict[str, Any] = json.loads(manifest.read_bytes())
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    # One process at a time parses and reads: dbt writes manifest.json in place, so two
+    # syncs started together on a stale manifest would both parse, and one would read
+    # the other's half-written file (and a parse killed mid-write leaves one cut short).
+    with (manifest.parent / ".batch-enrich-manifest.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _manifest_is_stale(manifest, project_dir, conf):
+            run_dbt(["parse"], project_dir, profiles_dir, target)
+        try:
+            data: dict[str, Any] = json.loads(manifest.read_bytes())
+        except ValueError:
+            log.warning("%s is not whole JSON (a dbt run cut short?); parsing again", manifest)
+            run_dbt(["parse"], project_dir, profiles_dir, target)
+            data = json.loads(manifest.read_bytes())
     return data
 
 

@@ -358,3 +358,29 @@ def test_sync_wait_on_duckdb_lets_the_file_go_between_polls(
         finally:
             waiting.kill()
             waiting.communicate()
+
+
+# ------------------------------------------- the manifest, cut short or stale
+@pytest.mark.parametrize("warehouse_kind", ["duckdb"], indirect=True)
+def test_two_syncs_on_a_stale_or_cut_manifest_parse_it_once_and_run(
+    enrich_env: Warehouse, enrich_project: Path, emulator: Any
+) -> None:
+    """dbt writes manifest.json in place: two syncs that both found it stale parsed at
+    once and one read the other's half-written file (JSONDecodeError), and a parse
+    killed mid-write left it cut short for every later run. Syncs now parse and read
+    one at a time, and parse again when the file is not whole JSON."""
+    items_source(enrich_env, enrich_project, 30)
+    manifest = enrich_project / "target" / "manifest.json"
+    whole = manifest.read_bytes()
+    manifest.write_bytes(whole[: len(whole) // 2])  # a parse cut short
+    cut = run_sync_in_process(enrich_project, "--wait")
+    assert cut.returncode == 0, output(cut)
+    assert json.loads(manifest.read_bytes())  # whole again
+
+    (enrich_project / "models" / "schema.yml").touch()  # stale: every sync parses
+    first = start_sync(enrich_project, "--lock-wait", "600")
+    second = start_sync(enrich_project, "--lock-wait", "600")
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
+        assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    assert len(landed_ids(enrich_env)) == 30
