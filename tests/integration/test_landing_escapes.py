@@ -58,4 +58,4 @@ def test_a_lone_surrogate_in_a_result_line_lands_as_u_fffd_with_a_warning(
         for r in caplog.records
         if "lone surrogate escape" in r.getMessage()
     }
-    assert warned == fixed
+    assert {cid for cid in warned if not cid.startswith("be-sub-")} == fixed  # markers aside
