@@ -3,6 +3,9 @@
 Every SDK exception is mapped here to one of the connector's error kinds, with a
 message that never contains the API key (the SDK's own messages do not either; the
 tests check).
+
+The SDK is imported on the first call, not with this module: a sync or status with
+nothing to send or fetch never pays its ~1 s of imports.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
 
-import anthropic
-import httpx2
-from anthropic.types import MessageTokensCount
-from anthropic.types.messages import MessageBatch
+if TYPE_CHECKING:  # the SDK is imported on first use (about 1 s of CPU at start-up)
+    import anthropic
+    from anthropic.types.messages import MessageBatch
 
 from connector.errors import (
     AccountError,
@@ -115,14 +118,42 @@ class BatchApi:
                 "ANTHROPIC_API_KEY is not set; export it (or point ANTHROPIC_BASE_URL at "
                 "`enrich emulator` and set any key to try the pipeline for free)"
             )
+        self._timeout = timeout
+        self._max_retries = max_retries
+
+    @cached_property
+    def _client(self) -> anthropic.Anthropic:
+        import anthropic
+
         # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself; the key never
         # passes through our code.
-        self._client = anthropic.Anthropic(timeout=timeout, max_retries=max_retries)
+        return anthropic.Anthropic(timeout=self._timeout, max_retries=self._max_retries)
+
+    @cached_property
+    def _create_client(self) -> anthropic.Anthropic:
         # create must never be retried blindly: a lost answer may hide a created batch.
-        self._create_client = self._client.with_options(max_retries=0)
+        return self._client.with_options(max_retries=0)
 
     def close(self) -> None:
-        self._client.close()
+        if "_client" in self.__dict__:  # never built: nothing to close
+            self._client.close()
+
+    @contextmanager
+    def _mapped(self, what: str, *, create: bool = False) -> Iterator[None]:
+        """Map the SDK's (and its transport's) exceptions to the connector's kinds."""
+        import anthropic
+        import httpx2
+
+        try:
+            yield
+        except anthropic.APIStatusError as exc:
+            self._raise_mapped(exc, create=create)
+        except (anthropic.APIConnectionError, httpx2.HTTPError) as exc:
+            if create:
+                raise CreateOutcomeUnknownError(
+                    f"create: no answer ({type(exc).__name__}); reconciling before any resubmit"
+                ) from None
+            raise TransientApiError(f"{what}: {type(exc).__name__}") from None
 
     # -------------------------------------------------------------- create
     def create(self, body: IO[bytes]) -> RemoteBatch:
@@ -131,19 +162,15 @@ class BatchApi:
         Raises CreateOutcomeUnknownError when the batch may or may not exist,
         CreateRejectedError when it definitely does not, RateLimitedError on 429.
         """
-        try:
+        from anthropic.types.messages import MessageBatch
+
+        with self._mapped("create", create=True):
             batch = self._create_client.post(
                 BATCHES_PATH,
                 cast_to=MessageBatch,
                 content=body,
                 options={"headers": {"content-type": "application/json"}},
             )
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc, create=True)
-        except (anthropic.APIConnectionError, httpx2.HTTPError) as exc:
-            raise CreateOutcomeUnknownError(
-                f"create: no answer ({type(exc).__name__}); reconciling before any resubmit"
-            ) from None
         return RemoteBatch.of(batch)
 
     def _raise_mapped(self, exc: anthropic.APIStatusError, *, create: bool = False) -> Any:
@@ -163,44 +190,30 @@ class BatchApi:
 
     # ----------------------------------------------------------- read calls
     def retrieve(self, batch_id: str) -> RemoteBatch:
-        try:
+        with self._mapped(f"retrieve {batch_id}"):
             return RemoteBatch.of(self._client.messages.batches.retrieve(batch_id))
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc)
-        except anthropic.APIConnectionError as exc:
-            raise TransientApiError(f"retrieve {batch_id}: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
     def recent(self, since: datetime, page_size: int = 100) -> Iterator[RemoteBatch]:
         """Batches created at or after `since`, newest first (stops paging past it)."""
-        try:
+        with self._mapped("list batches"):
             for b in self._client.messages.batches.list(limit=page_size):
                 if b.created_at < since:
                     return
                 yield RemoteBatch.of(b)
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc)
-        except anthropic.APIConnectionError as exc:
-            raise TransientApiError(f"list batches: {type(exc).__name__}") from None
 
     def cancel(self, batch_id: str) -> RemoteBatch:
-        try:
+        with self._mapped(f"cancel {batch_id}"):
             return RemoteBatch.of(self._client.messages.batches.cancel(batch_id))
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc)
-        except anthropic.APIConnectionError as exc:
-            raise TransientApiError(f"cancel {batch_id}: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
     def count_tokens(self, params: dict[str, Any]) -> int:
         """Input tokens of one request's params (the free count_tokens endpoint)."""
+        from anthropic.types import MessageTokensCount
+
         body = {k: v for k, v in params.items() if k in COUNT_TOKENS_PARAMS}
-        try:
+        with self._mapped("count_tokens"):
             counted = self._client.post(COUNT_TOKENS_PATH, cast_to=MessageTokensCount, body=body)
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc)
-        except anthropic.APIConnectionError as exc:
-            raise TransientApiError(f"count_tokens: {type(exc).__name__}") from None
         return int(counted.input_tokens)
 
     @contextmanager
@@ -209,16 +222,17 @@ class BatchApi:
 
         A stream cut mid-way raises TransientApiError from the iterator.
         """
-        try:
-            with self._client.messages.batches.with_streaming_response.results(batch_id) as resp:
-                yield _guarded(resp.iter_bytes(chunk_size), batch_id)
-        except anthropic.APIStatusError as exc:
-            self._raise_mapped(exc)
-        except anthropic.APIConnectionError as exc:
-            raise TransientApiError(f"results {batch_id}: {type(exc).__name__}") from None
+        with (
+            self._mapped(f"results {batch_id}"),
+            self._client.messages.batches.with_streaming_response.results(batch_id) as resp,
+        ):
+            yield _guarded(resp.iter_bytes(chunk_size), batch_id)
 
 
 def _guarded(chunks: Iterator[bytes], batch_id: str) -> Iterator[bytes]:
+    import anthropic
+    import httpx2
+
     try:
         yield from chunks
     except (httpx2.HTTPError, anthropic.APIConnectionError) as exc:

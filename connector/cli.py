@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -97,7 +98,10 @@ def _setup_logging(verbose: int) -> None:
 
     The SDK's loggers stay at INFO at most (request lines, retries; no bodies), even at
     -vv or with ANTHROPIC_LOG=debug, unless --debug-http was given."""
-    import anthropic  # noqa: F401  (its import reads ANTHROPIC_LOG; the levels below win)
+    if os.environ.get("ANTHROPIC_LOG"):
+        # the SDK's import reads ANTHROPIC_LOG and sets its loggers' levels: import it
+        # now, so that the levels below win (without it, it is imported on first use)
+        import anthropic  # noqa: F401
 
     context = click.get_current_context(silent=True)
     debug_http = bool(context is not None and context.meta.get("debug_http"))

@@ -68,7 +68,7 @@ def _duckdb() -> Iterator[Query]:
 
 
 def _dbt_build(console: Console) -> None:
-    from connector.project import run_dbt
+    from connector.dbt_invoke import run_dbt
 
     started = time.monotonic()
     run_dbt(["build"], ROOT, ROOT, None)

@@ -6,11 +6,9 @@ in-process when missing or stale), credentials from the `profiles.yml` target db
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +16,14 @@ from typing import Any
 
 import yaml
 
+from connector.dbt_invoke import project_lock, run_dbt, target_dir
 from connector.declaration import Declaration, DeclarationError, parse_declaration
 from connector.errors import ConfigError
+from connector.profile_render import render_profile
 
 log = logging.getLogger(__name__)
 
 LEDGER_SOURCE = "enrich_ledger"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LEDGER_SCHEMA_VAR = "batch_enrich_ledger_schema"
 DEFAULT_LEDGER_SCHEMA = "enrich"
 
@@ -114,22 +113,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def render_target(profiles_dir: Path, profile_name: str, target: str | None) -> Target:
-    """Render the profile target with dbt's own renderer (env_var(), as_number, ...)."""
-    from dbt.config.profile import Profile
-    from dbt.config.renderer import ProfileRenderer
-    from dbt_common.context import set_invocation_context
-
+    """Render the profile target as dbt does (env_var(), as_number, ...): in
+    connector.profile_render when it can, by dbt's own renderer otherwise."""
     raw = _read_yaml(profiles_dir / "profiles.yml")
     if profile_name not in raw:
         raise ConfigError(f"profile '{profile_name}' not found in {profiles_dir / 'profiles.yml'}")
-    set_invocation_context(dict(os.environ))
     try:
-        name, data = Profile.render_profile(
-            raw[profile_name], profile_name, target, ProfileRenderer({})
-        )
+        name, data = render_profile(raw[profile_name], profile_name, target)
     except Exception as exc:  # dbt raises its own error types; keep only the message
         raise ConfigError(f"profile '{profile_name}': {exc}") from None
-    data = dict(data)
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ConfigError(f"profile '{profile_name}' target '{name}' has no 'type'")
@@ -152,38 +144,15 @@ def _manifest_is_stale(manifest: Path, project_dir: Path, conf: Mapping[str, Any
     return any(p.stat().st_mtime > built for p in _project_files(project_dir, conf))
 
 
-def run_dbt(args: list[str], project_dir: Path, profiles_dir: Path, target: str | None) -> None:
-    """Run one dbt command in-process; raise ConfigError with dbt's errors on failure."""
-    from dbt.cli.main import dbtRunner
-
-    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
-    if target:
-        full += ["--target", target]
-    errors: list[str] = []
-
-    def collect(event: Any) -> None:
-        if getattr(event.info, "level", "") == "error" and event.info.msg:
-            errors.append(_ANSI.sub("", str(event.info.msg)).strip())
-
-    log.info("running dbt %s", " ".join(args))
-    result = dbtRunner(callbacks=[collect]).invoke(["--quiet", *full])
-    if not result.success:
-        detail = "; ".join(errors[-5:]) or (str(result.exception) if result.exception else "")
-        raise ConfigError(f"dbt {' '.join(args)} failed: {detail or 'see dbt logs'}")
-
-
 def load_manifest(
     project_dir: Path, profiles_dir: Path, target: str | None, conf: Mapping[str, Any]
 ) -> dict[str, Any]:
-    target_path = os.environ.get("DBT_TARGET_PATH") or conf.get("target-path", "target")
-    manifest = project_dir / target_path / "manifest.json"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    # One process at a time parses and reads: dbt writes manifest.json in place, so two
-    # syncs started together on a stale manifest would both parse, and one would read
-    # the other's half-written file (and a parse killed mid-write leaves one cut short).
-    with (manifest.parent / ".batch-enrich-manifest.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    manifest = target_dir(project_dir, conf) / "manifest.json"
+    # One process at a time parses and reads (connector.dbt_invoke): dbt writes
+    # manifest.json in place, so two syncs started together on a stale manifest would
+    # both parse, and one would read the other's half-written file (and a parse killed
+    # mid-write leaves one cut short).
+    with project_lock(manifest.parent):
         if _manifest_is_stale(manifest, project_dir, conf):
             run_dbt(["parse"], project_dir, profiles_dir, target)
         try:

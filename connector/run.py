@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.budgets import BudgetStop
+from connector.dbt_invoke import run_dbt
 from connector.errors import ConfigError, WarehouseLockedError
-from connector.project import PRICE_SEED, Enrichment, Project, load_project, run_dbt
+from connector.project import PRICE_SEED, Enrichment, Project, load_project
 from connector.settings import Settings
 from connector.sync import SyncReport, sync
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from connector.api import BatchApi
 from connector.budgets import BudgetStop, RunBudget, oldest_first, select_within
+from connector.dbt_invoke import run_dbt
 from connector.errors import (
     AccountError,
     ConfigError,
@@ -36,7 +37,7 @@ from connector.ledger import Ledger, open_ledger
 from connector.ledger.base import RequestRecord
 from connector.policy import IN_FLIGHT
 from connector.pricing import Price
-from connector.project import Enrichment, Project, load_project, run_dbt
+from connector.project import Enrichment, Project, load_project
 from connector.reconcile import reconcile
 from connector.settings import Settings
 from connector.submit import SubmitReport, submit_enrichment
@@ -187,8 +188,10 @@ def _guarded(project: Project, wait_seconds: float) -> Iterator[Ledger]:
     deadline = time.monotonic() + wait_seconds
     ledger = _open_waiting(project, deadline)
     try:
-        ensure_ledger(project, ledger)
         with ledger.sync_guard(max(0.0, deadline - time.monotonic())):
+            # under the guard: syncs started together on a new project create the
+            # ledger one after the other
+            ensure_ledger(project, ledger)
             yield ledger
     finally:
         ledger.close()

@@ -25,7 +25,7 @@ from harness.pipeline import REPO_ROOT
 from harness.postgres import PgDatabase
 from harness.warehouses import DUCKDB_FILE, KINDS, DuckDBWarehouse, PostgresWarehouse, Warehouse
 
-from connector.project import run_dbt
+from connector.dbt_invoke import run_dbt
 
 ROWS = 50
 # a hang guard only (the run itself takes seconds): generous for a busy machine

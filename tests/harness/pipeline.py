@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from connector.project import run_dbt
+from connector.dbt_invoke import run_dbt
 from connector.settings import Settings
 from connector.sync import SyncReport, sync
 from harness.warehouses import Warehouse

@@ -70,8 +70,13 @@ def _storm(project: Path, emulator: Any, rng: random.Random) -> Counter[int]:
                 time.sleep(rng.uniform(0.5, 6.0))  # a random moment of its run
                 proc.send_signal(signal.SIGKILL)
         for proc in procs:
-            _, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
-            assert proc.returncode in (0, 1, 5, -signal.SIGKILL), (proc.returncode, err[-3000:])
+            out, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
+            # --json: an error's message is on stdout, the log on stderr
+            assert proc.returncode in (0, 1, 5, -signal.SIGKILL), (
+                proc.returncode,
+                out[-3000:],
+                err[-3000:],
+            )
             codes[proc.returncode] += 1
     return codes
 

@@ -15,13 +15,14 @@ import orjson
 import pytest
 from harness.warehouses import DUCKDB_FILE, DuckDBWarehouse
 
+from connector.dbt_invoke import run_dbt
 from connector.errors import ConfigError, DuplicateResultLinesError, LedgerError
 from connector.ledger import duckdb as duckdb_ledger
 from connector.ledger import open_ledger, queries
 from connector.ledger.base import PollUpdate, RequestRecord
 from connector.ledger.duckdb import DuckDBLedger, database_path, locked_error
 from connector.policy import BatchStatus
-from connector.project import Relation, Target, run_dbt
+from connector.project import Relation, Target
 from connector.result_lines import CopyRows, MalformedLineError
 
 # the tests that use the ledger fixture run on the DuckDB project only

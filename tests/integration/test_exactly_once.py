@@ -384,3 +384,28 @@ def test_two_syncs_on_a_stale_or_cut_manifest_parse_it_once_and_run(
         out, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
         assert proc.returncode == 0, out[-2000:] + err[-3000:]
     assert len(landed_ids(enrich_env)) == 30
+
+
+# ------------------------------------------------ a new project, syncs together
+@pytest.mark.parametrize("warehouse_kind", ["postgres"], indirect=True)
+def test_syncs_started_together_on_a_new_project_create_the_ledger_once(
+    enrich_env: Warehouse, enrich_project: Path, emulator: Any
+) -> None:
+    """No ledger yet: three syncs started together each found it missing and ran
+    `dbt run-operation batch_enrich.ensure_ledger` at once; dbt rewrites the target
+    directory's files in place, and one sync failed on another's half-written files
+    (exit 2, seen in the chaos test on a busy machine). Now the ledger is created under
+    the sync guard and dbt runs one invocation per project at a time."""
+    items_source(enrich_env, enrich_project, 50)
+    assert enrich_env.fetch(
+        "select count(*) from information_schema.tables where table_schema = 'enrich'"
+    ) == [(0,)]
+    procs = [start_sync(enrich_project, "--wait", "--lock-wait", "600") for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
+        assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    assert enrich_env.fetch("select count(*) from enrich.ledger_version") == [(1,)]
+    received = row_requests(emulator.stats())
+    assert len(received) == 50 and max(received.values()) == 1, received.most_common(3)
+    assert sorted(landed_ids(enrich_env)) == sorted(set(landed_ids(enrich_env)))
+    assert len(landed_ids(enrich_env)) == 50

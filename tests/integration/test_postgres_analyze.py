@@ -25,7 +25,7 @@ from harness.enrich_project import (
 )
 from harness.warehouses import PostgresWarehouse, Warehouse
 
-from connector.project import run_dbt
+from connector.dbt_invoke import run_dbt
 
 REQUESTED = 50_000  # keys with a landed, valid result: not flagged
 NEW = 10_000  # keys never requested: flagged `new`
