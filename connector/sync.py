@@ -44,7 +44,7 @@ from connector.submit import SubmitReport, submit_enrichment
 
 log = logging.getLogger(__name__)
 
-LEDGER_VERSION = 3
+LEDGER_VERSION = 4
 
 
 @dataclass
@@ -220,6 +220,7 @@ def _finish_pending(
     report.orphans += rec.orphans
     report.reconcile_problems += rec.problems
     report.landing.append(poll_and_land(ledger, api, settings, on_progress))
+    ledger.tally_landed()  # what landed (or landed before version 4), for enrich status
 
 
 def _submit_all(

@@ -12,7 +12,7 @@
 -#}
 
 {% macro ledger_version() -%}
-    {{ return(3) }}
+    {{ return(4) }}
 {%- endmacro %}
 
 
@@ -61,6 +61,7 @@
     {%- set shared_keys = batch_enrich.ledger_relation('shared_keys') -%}
     {%- set deferrals = batch_enrich.ledger_relation('deferrals') -%}
     {%- set orphan_batches = batch_enrich.ledger_relation('orphan_batches') -%}
+    {%- set batch_tallies = batch_enrich.ledger_relation('batch_tallies') -%}
     {%- set statements = [] -%}
 
     {%- do statements.append(
@@ -177,6 +178,30 @@
         request_count integer,
         found_at timestamptz not null,
         note text
+    )') -%}
+
+    {#-
+        Version 4: each landed batch's outcomes and token usage (per model), computed once
+        from its result lines by the connector after landing, so that `enrich status`
+        sums a row per batch instead of parsing every line. Derived data: the lines in
+        results_raw stay the record (enrich_costs prices them row by row).
+    -#}
+    {%- do statements.append('create table if not exists ' ~ batch_tallies ~ ' (
+        batch_id text not null,
+        enrichment text not null,
+        model text not null,
+        landed_at timestamptz not null,
+        requests bigint not null,
+        succeeded bigint not null,
+        failed_retryable bigint not null,
+        failed_terminal bigint not null,
+        missing bigint not null,
+        input_tokens bigint not null,
+        output_tokens bigint not null,
+        cache_write_5m_tokens bigint not null,
+        cache_write_1h_tokens bigint not null,
+        cache_read_tokens bigint not null,
+        primary key (batch_id, model)
     )') -%}
 
     {%- do statements.append('create table if not exists ' ~ results_raw ~ ' (

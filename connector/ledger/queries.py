@@ -30,6 +30,7 @@ LEDGER_TABLES: Final = (
     "shared_keys",
     "deferrals",
     "orphan_batches",
+    "batch_tallies",
 )
 
 VERSION_TABLE_EXISTS: Final = """
@@ -185,32 +186,82 @@ join {batches} as b on b.submission_id = r.submission_id
 where r.enrichment = %(enrichment)s and b.intent_at >= %(since)s and b.status <> %(abandoned)s
 """
 
-# usage of landed succeeded results per enrichment and model, today (UTC) and in total
-# `materialized` and the cast: each line's JSON is read once, its usage kept as jsonb
-# (Postgres would otherwise inline the CTE and parse every line once per sum)
-USAGE: Final = """
-with lines as materialized (
-    select r.enrichment, r.model, x.landed_at >= %(day_start)s as is_today,
-        cast(x.line -> 'result' -> 'message' -> 'usage' as jsonb) as u
-    from {results_raw} as x
-    join {batches} as b on b.batch_id = x.batch_id
-    join {requests} as r on r.submission_id = b.submission_id and r.custom_id = x.custom_id
-    where x.result_type = 'succeeded'
-)
-select enrichment, model, is_today, count(*),
-    coalesce(sum((u ->> 'input_tokens')::bigint), 0),
-    coalesce(sum((u ->> 'output_tokens')::bigint), 0),
+# One row per landed batch (and model): its outcomes and token usage, computed once from
+# its result lines. `enrich status` sums these few rows instead of parsing every line
+# (seconds at a million); TALLY_LANDED fills them, once per sync pass, for every landed
+# batch without one, and `_with_tallies` adds such batches live, so a ledger upgraded from
+# version 3 reads right before its first sync. The JSON of each line is read once
+# (`materialized`; Postgres would otherwise inline it and parse a line once per sum).
+TALLY_COLUMNS: Final = """batch_id, enrichment, model, landed_at, requests, succeeded,
+    failed_retryable, failed_terminal, missing, input_tokens, output_tokens,
+    cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens"""
+
+_TALLY_SELECT: Final = """
+select b.batch_id, r.enrichment, r.model, b.landed_at, count(*),
+    count(*) filter (where x.result_type = 'succeeded'),
+    count(*) filter (
+        where x.result_type <> 'succeeded' and coalesce(x.error_type, '') <> all(%(terminal)s)
+    ),
+    count(*) filter (where x.error_type = any(%(terminal)s)),
+    count(*) filter (where x.result_type is null),
+    coalesce(sum((x.u ->> 'input_tokens')::bigint), 0),
+    coalesce(sum((x.u ->> 'output_tokens')::bigint), 0),
     coalesce(sum(coalesce(
-        (u -> 'cache_creation' ->> 'ephemeral_5m_input_tokens')::bigint,
-        (u ->> 'cache_creation_input_tokens')::bigint
-            - coalesce((u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint, 0),
+        (x.u -> 'cache_creation' ->> 'ephemeral_5m_input_tokens')::bigint,
+        (x.u ->> 'cache_creation_input_tokens')::bigint
+            - coalesce((x.u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint, 0),
         0)), 0),
-    coalesce(sum((u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint), 0),
-    coalesce(sum((u ->> 'cache_read_input_tokens')::bigint), 0)
-from lines
-group by enrichment, model, is_today
-order by enrichment, model, is_today
+    coalesce(sum((x.u -> 'cache_creation' ->> 'ephemeral_1h_input_tokens')::bigint), 0),
+    coalesce(sum((x.u ->> 'cache_read_input_tokens')::bigint), 0)
+from untallied as b
+join {requests} as r on r.submission_id = b.submission_id
+left join lines as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+group by b.batch_id, r.enrichment, r.model, b.landed_at
 """
+
+_UNTALLIED: Final = """
+with untallied as materialized (
+    select b.submission_id, b.batch_id, b.landed_at from {batches} as b
+    where b.status = %(landed)s
+        and not exists (select 1 from {batch_tallies} as t where t.batch_id = b.batch_id)
+),
+lines as materialized (
+    select x.batch_id, x.custom_id, x.result_type,
+        case when x.result_type = 'errored'
+            then x.line -> 'result' -> 'error' -> 'error' ->> 'type' end as error_type,
+        case when x.result_type = 'succeeded'
+            then cast(x.line -> 'result' -> 'message' -> 'usage' as jsonb) end as u
+    from {results_raw} as x
+    where x.batch_id in (select batch_id from untallied)
+)
+"""
+
+TALLY_LANDED: Final = (
+    "".join(
+        ("insert into {batch_tallies} (", TALLY_COLUMNS, ")", _UNTALLIED, _TALLY_SELECT),
+    )
+    + "on conflict do nothing\n"
+)
+
+
+def _with_tallies(body: str) -> str:
+    """`body` reading the CTE `tallies`: every landed batch's tally, stored or computed
+    now for those without one (texts of this module only, never user input)."""
+    parts = (_UNTALLIED, ", tallies as (\nselect ", TALLY_COLUMNS, " from {batch_tallies}")
+    return "".join((*parts, "\nunion all", _TALLY_SELECT, ")\n", body))
+
+
+# usage of landed succeeded results per enrichment and model, today (UTC) and in total
+USAGE: Final = _with_tallies(
+    """select enrichment, model, landed_at >= %(day_start)s as is_today, sum(succeeded),
+    sum(input_tokens), sum(output_tokens), sum(cache_write_5m_tokens),
+    sum(cache_write_1h_tokens), sum(cache_read_tokens)
+from tallies
+group by enrichment, model, landed_at >= %(day_start)s
+having sum(succeeded) > 0
+order by 1, 2, 3
+"""
+)
 
 # estimated cost of what is in flight, per enrichment
 IN_FLIGHT_ESTIMATE: Final = """
@@ -347,36 +398,28 @@ select custom_id from {requests} where submission_id = %(sid)s order by 1
 
 NOW: Final = "select now()"
 
-# One grouped pass per table (an earlier form ran a correlated subquery per enrichment
-# and column over a requests x batches x results_raw join). The error type is read from
-# the JSON line of errored results only.
-STATUS: Final = """
-with batch_counts as (
+# Batches counted from the batches table; requests in flight live (few); landed outcomes
+# from the batches' tallies (see TALLY_LANDED).
+STATUS: Final = _with_tallies(
+    """, batch_counts as (
     select enrichment,
         count(*) filter (where status = any(%(in_flight)s)) as in_flight_batches,
         count(*) filter (where status = %(landed)s) as landed_batches
     from {batches}
     group by enrichment
 ),
-request_counts as (
-    select r.enrichment,
-        count(*) filter (where b.status = any(%(in_flight)s)) as in_flight_requests,
-        count(*) filter (where x.result_type = 'succeeded') as succeeded,
-        count(*) filter (
-            where x.result_type <> 'succeeded'
-                and coalesce(x.error_type, '') <> all(%(terminal)s)
-        ) as failed_retryable,
-        count(*) filter (where x.error_type = any(%(terminal)s)) as failed_terminal,
-        count(*) filter (where b.status = %(landed)s and x.result_type is null) as missing
-    from {requests} as r
-    join {batches} as b on b.submission_id = r.submission_id
-    left join (
-        select batch_id, custom_id, result_type,
-            case when result_type = 'errored'
-                then line -> 'result' -> 'error' -> 'error' ->> 'type' end as error_type
-        from {results_raw}
-    ) as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
+in_flight_counts as (
+    select r.enrichment, count(*) as in_flight_requests
+    from {batches} as b
+    join {requests} as r on r.submission_id = b.submission_id
+    where b.status = any(%(in_flight)s)
     group by r.enrichment
+),
+landed_counts as (
+    select enrichment, sum(succeeded) as succeeded, sum(failed_retryable) as failed_retryable,
+        sum(failed_terminal) as failed_terminal, sum(missing) as missing
+    from tallies
+    group by enrichment
 ),
 rejection_counts as (
     select enrichment, count(*) as rejected from {rejections} group by enrichment
@@ -385,15 +428,17 @@ names as (
     select enrichment from batch_counts union select enrichment from rejection_counts
 )
 select n.enrichment,
-    coalesce(b.in_flight_batches, 0), coalesce(q.in_flight_requests, 0),
-    coalesce(b.landed_batches, 0), coalesce(q.succeeded, 0), coalesce(q.failed_retryable, 0),
-    coalesce(q.failed_terminal, 0), coalesce(q.missing, 0), coalesce(j.rejected, 0)
+    coalesce(b.in_flight_batches, 0), coalesce(f.in_flight_requests, 0),
+    coalesce(b.landed_batches, 0), coalesce(l.succeeded, 0), coalesce(l.failed_retryable, 0),
+    coalesce(l.failed_terminal, 0), coalesce(l.missing, 0), coalesce(j.rejected, 0)
 from names as n
 left join batch_counts as b on b.enrichment = n.enrichment
-left join request_counts as q on q.enrichment = n.enrichment
+left join in_flight_counts as f on f.enrichment = n.enrichment
+left join landed_counts as l on l.enrichment = n.enrichment
 left join rejection_counts as j on j.enrichment = n.enrichment
 order by n.enrichment
 """
+)
 
 
 def fields(text: str) -> list[str]:

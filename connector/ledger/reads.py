@@ -108,6 +108,10 @@ class LedgerReads(ABC):
         value: datetime = self._read(q.NOW, {})[0][0]
         return value
 
+    def tally_landed(self) -> None:
+        """Tally every landed batch that has no tally yet (queries.TALLY_LANDED)."""
+        self._write([(q.TALLY_LANDED, _tally_params())])
+
     def status(self) -> list[StatusRow]:
         rows = self._read(q.STATUS, status_params())
         return [_status_row(r) for r in rows]
@@ -130,7 +134,7 @@ class LedgerReads(ABC):
         return float(rows[0][0] or 0.0)
 
     def usage(self, day_start: datetime) -> list[UsageRow]:
-        rows = self._read(q.USAGE, {"day_start": day_start})
+        rows = self._read(q.USAGE, {"day_start": day_start, **_tally_params()})
         return [
             UsageRow(str(r[0]), str(r[1]), bool(r[2]), *(int(v or 0) for v in r[3:])) for r in rows
         ]
@@ -220,3 +224,8 @@ def _status_row(r: Sequence[Any]) -> StatusRow:
     return StatusRow(
         str(r[0]), batches, requests, landed, succeeded, retryable, terminal, missing, rejected
     )
+
+
+def _tally_params() -> dict[str, object]:
+    params = status_params()
+    return {"landed": params["landed"], "terminal": params["terminal"]}

@@ -1,4 +1,5 @@
-"""A version-1 ledger (before cost controls) is upgraded in place by the next sync."""
+"""An old ledger is upgraded in place by the next sync: version 1 (before cost controls)
+and version 3 (before batch tallies), whose landed batches status must still count."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import psycopg
 from harness.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
+from connector.commands import status
 from connector.settings import Settings
 from connector.sync import LEDGER_VERSION, sync
 
@@ -16,6 +18,7 @@ DOWNGRADE = (
     "alter table enrich.requests drop column estimated_usd",
     "drop table enrich.shared_keys",
     "drop table enrich.deferrals",
+    "drop table enrich.batch_tallies",
     "delete from enrich.ledger_version",
     "insert into enrich.ledger_version (version) values (1)",
 )
@@ -56,3 +59,30 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(
     assert enrich_env.fetch("select count(*) from enrich.shared_keys") == [(0,)]
     assert enrich_env.fetch("select count(*) from enrich.deferrals") == [(0,)]
     assert enrich_env.count("enrich", "results_raw") == 60
+    # version 4: every landed batch is tallied, the earlier ones too
+    assert enrich_env.fetch(
+        "select sum(requests), sum(succeeded), sum(missing) from enrich.batch_tallies"
+    ) == [(60, 60, 0)]
+
+
+def test_status_counts_landed_batches_whether_or_not_they_are_tallied(
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
+) -> None:
+    """A ledger upgraded by `dbt build` (its on-run-start) has landed batches and no
+    tallies until the next sync: status computes those batches' counts from their lines,
+    and the same figures come from the tallies once they exist."""
+    emulator.set_faults("item_invalid_request=0.15,item_api_error=0.15,item_expired=0.1,seed=3")
+    rows = [(i, f"Item {i}: a widget in colour {i % 7}") for i in range(80)]
+    enrich_env.create_source("items", rows)
+    enrich_env.create_flagged_views(enrich_project, ["items"])
+    sync(settings)
+    tallied = status(settings)
+    assert enrich_env.fetch("select count(*) from enrich.batch_tallies") == enrich_env.fetch(
+        "select count(*) from enrich.batches where status = 'landed'"
+    )
+    (row,) = tallied
+    assert row.succeeded + row.failed_retryable + row.failed_terminal + row.missing == 80
+    assert row.succeeded < 80 and row.failed_retryable > 0 and row.failed_terminal > 0, row
+
+    _execute(enrich_env, ("delete from enrich.batch_tallies",))
+    assert status(settings) == tallied
