@@ -192,7 +192,7 @@ where r.enrichment = %(enrichment)s and b.intent_at >= %(since)s and b.status <>
 # batch without one, and `_with_tallies` adds such batches live, so a ledger upgraded from
 # version 3 reads right before its first sync. The JSON of each line is read once
 # (`materialized`; Postgres would otherwise inline it and parse a line once per sum).
-TALLY_COLUMNS: Final = """batch_id, enrichment, model, landed_at, requests, succeeded,
+_TALLY_COLUMNS: Final = """batch_id, enrichment, model, landed_at, requests, succeeded,
     failed_retryable, failed_terminal, missing, input_tokens, output_tokens,
     cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens"""
 
@@ -238,7 +238,7 @@ lines as materialized (
 
 TALLY_LANDED: Final = (
     "".join(
-        ("insert into {batch_tallies} (", TALLY_COLUMNS, ")", _UNTALLIED, _TALLY_SELECT),
+        ("insert into {batch_tallies} (", _TALLY_COLUMNS, ")", _UNTALLIED, _TALLY_SELECT),
     )
     + "on conflict do nothing\n"
 )
@@ -247,7 +247,7 @@ TALLY_LANDED: Final = (
 def _with_tallies(body: str) -> str:
     """`body` reading the CTE `tallies`: every landed batch's tally, stored or computed
     now for those without one (texts of this module only, never user input)."""
-    parts = (_UNTALLIED, ", tallies as (\nselect ", TALLY_COLUMNS, " from {batch_tallies}")
+    parts = (_UNTALLIED, ", tallies as (\nselect ", _TALLY_COLUMNS, " from {batch_tallies}")
     return "".join((*parts, "\nunion all", _TALLY_SELECT, ")\n", body))
 
 
