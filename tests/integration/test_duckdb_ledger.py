@@ -117,7 +117,11 @@ def _landed(path: Path) -> list[tuple[str, str]]:
 
 
 def test_every_shared_query_transpiles_with_its_identifiers() -> None:
-    texts = [v for k, v in vars(queries).items() if k.isupper() and isinstance(v, str)]
+    texts = [
+        v
+        for k, v in vars(queries).items()
+        if k.isupper() and not k.startswith("_") and isinstance(v, str)  # _: fragments
+    ]
     assert len(texts) >= 15
     for text in texts:
         duck = queries.duckdb_text(text)
