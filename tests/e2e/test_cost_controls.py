@@ -209,6 +209,9 @@ def test_budget_sends_oldest_that_fit_exits_4_and_approve_lets_the_rest_through(
     assert p.query("select count(*) from enrich.deferrals")[0][0] == 0
 
 
+# one warehouse per case below (suite time): the other cases here and
+# tests/e2e/test_dedupe_run_wide.py run the same ledger queries on both
+@pytest.mark.parametrize("pipeline", ["postgres"], indirect=True)
 def test_max_usd_and_the_daily_budget_cap_what_one_day_commits(pipeline: Pipeline) -> None:
     p = pipeline
     _models(p)
@@ -267,6 +270,7 @@ def _duplicate_tickets(p: Pipeline, share: float) -> tuple[int, int]:
     return len(rows), len(distinct)
 
 
+@pytest.mark.parametrize("pipeline", ["duckdb"], indirect=True)
 def test_dedupe_sends_each_distinct_request_once_and_every_key_gets_its_value(
     pipeline: Pipeline, emulator: Any
 ) -> None:

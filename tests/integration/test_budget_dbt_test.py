@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from dbt.cli.main import dbtRunner
-from harness.pipeline import Pipeline, pipeline_in_env
+from harness.pipeline import COLUMN_TESTS, Pipeline, pipeline_in_env
 from harness.warehouses import Warehouse
 
 from connector.emulator import EmulatorConfig, run_emulator
@@ -69,8 +69,11 @@ def dbt(p: Pipeline, command: str, max_pending_usd: float | None = None, *extra:
 
 
 def build(p: Pipeline, max_pending_usd: float | None = None, *extra: str) -> DbtRun:
-    """`dbt build` without the package's unit tests (the e2e tests run those)."""
-    return dbt(p, "build", max_pending_usd, "--exclude-resource-type", "unit_test", *extra)
+    """`dbt build` without the package's unit tests and dbt's column tests (the e2e
+    tests run those): the budget gate is the point here."""
+    skip = ["--exclude-resource-type", "unit_test"]
+    skip += ["--exclude", *(f"test_name:{name}" for name in COLUMN_TESTS)]
+    return dbt(p, "build", max_pending_usd, *skip, *extra)
 
 
 def run_gate(p: Pipeline, max_pending_usd: float) -> DbtRun:

@@ -1,4 +1,4 @@
-"""Prompt caching end to end, on Postgres and on DuckDB: the example project's
+"""Prompt caching end to end, on Postgres or on DuckDB (each case on one): the example project's
 ticket_triage declaration, `enrich sync` through the official SDK against the emulator,
 then `dbt build`. The system prompt and a declared `cached_prefix` are written to the
 cache by the first request and read by the others (and by later batches while the TTL
@@ -201,6 +201,9 @@ def sync_and_parse(p: Pipeline) -> None:
     p.dbt("run")
 
 
+# One warehouse per case (suite time): the cache lives in the requests and the emulator;
+# the warehouse only prices the lines, and each one prices a cache bucket here.
+@pytest.mark.parametrize("warehouse_kind", ["duckdb"], indirect=True)
 @pytest.mark.parametrize("emulator", [0], indirect=True)
 def test_system_prompt_is_written_once_then_read_for_an_hour(
     pipeline: Pipeline, emulator: Any
@@ -237,6 +240,7 @@ def test_system_prompt_is_written_once_then_read_for_an_hour(
     assert kinds["write_5m"] == 0
 
 
+@pytest.mark.parametrize("warehouse_kind", ["postgres"], indirect=True)
 def test_cached_prefix_is_written_once_then_read_for_five_minutes(
     pipeline: Pipeline, emulator: Any
 ) -> None:
