@@ -80,12 +80,10 @@ class Pipeline:
         assert not report.errors, report.errors
         return report
 
-    def cycle(self, *select: str) -> SyncReport:
-        """A sync and the build after it. The build leaves out dbt's built-in column
-        tests (a test's explicit `build()` runs them): they check the models' shape,
-        which a cycle's new data changes no more than the builds around it check."""
+    def cycle(self, *select: str, column_tests: bool = True) -> SyncReport:
+        """A sync and the build after it (see `build` for `column_tests`)."""
         report = self.sync(*select)
-        self.build(column_tests=False)
+        self.build(column_tests=column_tests)
         return report
 
     # --- inspecting the warehouse

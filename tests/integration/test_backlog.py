@@ -81,7 +81,7 @@ def test_backlog_counts_flagged_and_in_flight_rows_and_its_tests_warn_and_fail(
     p = pipeline
     # the backlog reads the flagged views, which the first build creates (a model of
     # the package cannot ref them): the next run of the backlog models counts them
-    p.build(column_tests=False)  # the backlog and its tests; column tests are not the point
+    p.build(column_tests=False)  # the backlog and its tests are the point here
     p.dbt("run", "--select", BACKLOG_MODELS)
     before = backlog(p)
     assert set(before) == set(COUNTS)
