@@ -18,10 +18,8 @@ demo: $(STAMP)
 
 # Three workers on two cores: much of the suite waits on Postgres, dbt, subprocesses
 # and the emulator, so a third worker fills the waits (two left a third of the CPU idle).
-# Tests go to the workers one at a time, long ones first (tests/conftest.py): in chunks,
-# one worker got most of the e2e tests and ran minutes after the others were done.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --maxschedchunk 1
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3
 
 # The Airflow and Dagster examples (examples/orchestration) run by the real libraries, in
 # a venv of their own: in .venv they would add ~2 min of install and several minutes to
