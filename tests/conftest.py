@@ -22,32 +22,6 @@ from harness.postgres import (
     start_cluster,
 )
 
-# The suite runs on xdist workers, which take tests in collection order: the long ones
-# first, so that the run does not end with one worker on a 90 s test and the others
-# idle (the unit tests, many and short, fill the gaps at the end).
-LONG_FIRST = (
-    "tests/e2e/test_pipeline.py",
-    "tests/integration/test_backlog.py",
-    "tests/unit/test_code_quality.py",
-    "tests/integration/test_chaos.py",
-    "tests/integration/test_dbt_package.py",
-    "tests/integration/test_budget_dbt_test.py",
-    "tests/e2e/",
-    "tests/integration/test_exactly_once.py",
-    "tests/integration/",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return next(
-            (i for i, prefix in enumerate(LONG_FIRST) if path.startswith(prefix)),
-            len(LONG_FIRST),
-        )
-
-    items.sort(key=rank)  # stable: the order within a rank stays as collected
-
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:

@@ -119,7 +119,7 @@ def test_examples_flow_through_and_changes_are_flagged_precisely(
 
 def test_costs_equal_usage_times_prices_with_the_batch_discount(pipeline: Pipeline) -> None:
     p = pipeline
-    p.build()
+    p.build(column_tests=False)  # dbt's column tests: after the cycle (suite time)
     p.cycle()
     prices = p.prices()
     expected = Decimal(0)
@@ -156,10 +156,10 @@ def test_costs_equal_usage_times_prices_with_the_batch_discount(pipeline: Pipeli
 
 def test_retries_stop_at_max_attempts(pipeline: Pipeline, emulator: Any) -> None:
     p = pipeline
-    p.build()
+    p.build(column_tests=False)  # dbt's column tests: after the last cycle (suite time)
     emulator.set_faults("item_api_error=1.0")
-    for _ in range(3):  # review_aspects declares max_attempts 3
-        p.cycle("review_aspects")
+    for attempt in range(1, 4):  # review_aspects declares max_attempts 3
+        p.cycle("review_aspects", column_tests=attempt == 3)
     assert p.flagged("review_aspects") == {}
     attempts = Counter(
         n
@@ -186,7 +186,7 @@ def test_invalid_outputs_are_failures_never_enriched_values(
     pipeline: Pipeline, emulator: Any
 ) -> None:
     p = pipeline
-    p.build()
+    p.build(column_tests=False)  # dbt's column tests: after the cycle (suite time)
     emulator.set_faults("output_schema_violation=0.1,output_not_json=0.05,seed=8")
     p.cycle("ticket_triage")
     invalid = p.query(
@@ -209,8 +209,8 @@ def test_truncated_outputs_are_repaired_with_doubled_max_tokens(
 ) -> None:
     p = pipeline
     p.edit_declaration("ticket_triage", max_tokens=12)
-    p.build()
-    p.cycle("ticket_triage")
+    p.build(column_tests=False)  # dbt's column tests: after the last cycle (suite time)
+    p.cycle("ticket_triage", column_tests=False)
     truncated = p.query(
         "select count(*) from analytics.enrich_failures "
         "where enrichment = 'ticket_triage' and failure_type = 'truncated'"

@@ -255,8 +255,17 @@ def by_key(rows: Iterable[tuple[Any, ...]]) -> dict[Any, tuple[Any, ...]]:
     return {row[0]: row[1:] for row in rows}
 
 
-def build(dbt: DbtHarness, env: Mapping[str, str], *args: str, expect_fail: bool = False) -> Any:
-    return dbt.invoke(["build", *args], REPO, REPO, env=env, expect_fail=expect_fail)
+def build(
+    dbt: DbtHarness,
+    env: Mapping[str, str],
+    *args: str,
+    expect_fail: bool = False,
+    unit_tests: bool = False,
+) -> Any:
+    """`dbt build` of this repository; the package's unit tests only when asked (they do
+    not depend on the data: the first build on each warehouse runs them)."""
+    skip = [] if unit_tests else ["--exclude-resource-type", "unit_test"]
+    return dbt.invoke(["build", *args, *skip], REPO, REPO, env=env, expect_fail=expect_fail)
 
 
 def md5(text: str) -> str:
@@ -307,7 +316,7 @@ def env(pg_db: PgDatabase) -> dict[str, str]:
 def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
     pg_db: PgDatabase, dbt: DbtHarness, env: dict[str, str]
 ) -> None:
-    build(dbt, env)
+    build(dbt, env, unit_tests=True)
 
     columns = query(
         pg_db.conninfo,
@@ -1102,7 +1111,7 @@ def test_build_on_duckdb(tmp_path: Path, dbt: DbtHarness) -> None:
     # with the ledger schema "enrich")
     path = tmp_path / "warehouse.duckdb"
     env = {"BATCH_ENRICH_TARGET": "duckdb", "BATCH_ENRICH_DUCKDB_PATH": str(path)}
-    build(dbt, env)
+    build(dbt, env, unit_tests=True)
 
     decl = declaration(dbt, "ticket_triage")
     prompt = "Subject: Charged twice for March\n\nHi, I was billed twice."
