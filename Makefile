@@ -18,8 +18,11 @@ demo: $(STAMP)
 
 # Three workers on two cores: much of the suite waits on Postgres, dbt, subprocesses
 # and the emulator, so a third worker fills the waits (two left a third of the CPU idle).
+# worksteal: a worker that runs out of tests takes half of another's queue (with the
+# default chunks, the e2e tests collected last kept one worker busy for minutes while
+# the others were idle).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist worksteal
 
 # The Airflow and Dagster examples (examples/orchestration) run by the real libraries, in
 # a venv of their own: in .venv they would add ~2 min of install and several minutes to
