@@ -34,6 +34,10 @@ EXIT_CODES_HELP = (
 
 def project_options(func: F) -> F:
     """Options every warehouse command shares; resolved the way dbt resolves them."""
+    return _project_options(func, select=True)
+
+
+def _project_options(func: F, *, select: bool) -> F:
     options = [
         click.option(
             "--project-dir",
@@ -52,12 +56,18 @@ def project_options(func: F) -> F:
         click.option(
             "--target", "-t", default=None, help="profiles.yml target (default: the profile's)."
         ),
-        click.option(
-            "--select",
-            "-s",
-            "select",
-            multiple=True,
-            help="Only these enrichments (repeatable). Default: all.",
+        *(
+            [
+                click.option(
+                    "--select",
+                    "-s",
+                    "select",
+                    multiple=True,
+                    help="Only these enrichments (repeatable). Default: all.",
+                )
+            ]
+            if select
+            else []
         ),
         click.option(
             "--json", "as_json", is_flag=True, help="Print one JSON document (for machines)."
@@ -605,6 +615,115 @@ def run_command(
     if report.errors:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_BUDGET if report.budget_stops else EXIT_OK)
+
+
+@main.command("pilot", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@(lambda func: _project_options(func, select=False))
+@click.option(
+    "--sample",
+    "sample_size",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Rows in the pilot's sample (the same rows every time; a second run tops it up).",
+)
+@click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between retrieves of one batch.",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --wait, give up after this many seconds (exit 1).",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for a sync of the same ledger to finish; then exit 5.",
+)
+@click.option(
+    "--reconcile-grace",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="As for `enrich sync`: seconds before an intent whose create answer was lost is "
+    "abandoned.",
+)
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Submit nothing: print the pilot's comparison with what is live (from the "
+    "enrich_pilot_summary model: run `dbt build` after the pilot landed).",
+)
+def pilot_command(
+    name: str,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    as_json: bool,
+    verbose: int,
+    sample_size: int,
+    wait: bool,
+    poll_interval: float,
+    max_wait: float | None,
+    lock_wait: float,
+    reconcile_grace: float,
+    report: bool,
+) -> None:
+    """Try the declaration of enrichment NAME as it now stands on a sample of its rows.
+
+    Sends a deterministic sample of NAME's input rows with the declaration as it stands
+    in the project (its prompt_version must be one no sync has sent), as pilot requests:
+    the enriched table keeps showing what is live. dbt's enrich_pilot_comparison and
+    enrich_pilot_summary put the two side by side; --report prints them. Once a sync
+    sends that prompt_version (the switch), piloted rows are not sent again.
+    """
+    from connector import render
+
+    _setup_logging(verbose)
+    settings = Settings(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        wait=wait,
+        poll_interval=poll_interval,
+        max_wait_seconds=max_wait,
+        lock_wait_seconds=lock_wait,
+        reconcile_grace_seconds=reconcile_grace,
+    )
+    console = Console(stderr=as_json)
+    try:
+        if report:
+            from connector.pilot_report import pilot_report
+
+            summary = pilot_report(settings, name)
+            if as_json:
+                click.echo(render.to_json(summary))
+            else:
+                render.pilot_report_table(summary, console)
+            sys.exit(EXIT_OK)
+        from connector.pilot import pilot
+
+        progress: Callable[[str], None] = (
+            (lambda _: None) if as_json else (lambda message: console.log(render.plain(message)))
+        )
+        result = pilot(settings, name, sample_size, progress)
+    except EnrichError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(render.to_json(result))
+    else:
+        render.pilot_summary(result, console)
+    sys.exit(EXIT_ERROR if result.sync.errors else EXIT_OK)
 
 
 def _register_emulator() -> None:

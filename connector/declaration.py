@@ -69,6 +69,7 @@ KNOWN_KEYS = (
     "cache",
     "cache_ttl",
     "cached_prefix",
+    "pilot_stratify_by",
 )
 CACHE_TTLS = ("5m", "1h")
 REQUIRED_KEYS = ("primary_key", "model", "max_tokens")
@@ -128,6 +129,7 @@ class Declaration:
     cache: bool = True
     cache_ttl: str = "1h"
     cached_prefix: str | None = None
+    pilot_stratify_by: str | None = None  # `enrich pilot` samples each value's share
 
     def __post_init__(self) -> None:
         if not self.flagged_model:
@@ -395,6 +397,7 @@ def parse_declaration(model_name: str, raw: Mapping[str, object]) -> Declaration
         cache=reader.flag("cache", True),
         cache_ttl=_cache_ttl(reader),
         cached_prefix=reader.text("cached_prefix"),
+        pilot_stratify_by=reader.text("pilot_stratify_by"),
     )
 
 

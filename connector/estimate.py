@@ -48,6 +48,7 @@ class TokenModel:
 class OutputModel:
     method: str
     mean: float | None  # None: half of max_tokens
+    own: bool = False  # calibrated on landed results of the prompt_version being estimated
 
     def expected(self, max_tokens: int) -> float:
         return max_tokens / 2 if self.mean is None else min(self.mean, float(max_tokens))
@@ -89,6 +90,8 @@ class Estimate:
     # every sendable row, for budgets; not part of the report
     rows: list[PendingRow] = field(default_factory=list, repr=False, metadata={"internal": True})
     output: OutputModel = OutputModel("half of max_tokens", None)
+    # what would make the estimate better (no landed output of this prompt_version)
+    advice: str | None = None
 
 
 def load_prices(project: Project, ledger: Ledger) -> dict[str, Price]:
@@ -123,6 +126,7 @@ def calibrated_models(
     output = OutputModel(
         f"mean of {results} landed results ({which})",
         sum(c.output_tokens for c in rows) / results,
+        own=bool(own),
     )
     return tokens, output
 
@@ -286,6 +290,12 @@ def _estimate_tokens(
         est.output_tokens_expected += output.expected(row.max_tokens)
         est.output_tokens_worst += row.max_tokens
     est.output = output
+    if not output.own and est.requests:
+        est.advice = (
+            f"no landed output of prompt_version {decl.prompt_version} to calibrate output "
+            f"tokens from (using the {output.method}); a pilot measures them: "
+            f"`enrich pilot {enrichment.name} --sample 50 --wait`"
+        )
     # a dedupe key's later rows carry the tokens of the request they would ride on
     by_key = {row.dedupe_key: row.tokens for row in senders if row.dedupe_key is not None}
     for row in est.rows:

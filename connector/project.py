@@ -44,6 +44,7 @@ class Relation:
 class Enrichment:
     declaration: Declaration
     flagged: Relation
+    source: Relation | None = None  # the input model the declaration is on (pilot samples)
 
     @property
     def name(self) -> str:
@@ -69,6 +70,7 @@ class Project:
     invalid: tuple[tuple[str, str], ...]  # (model, message) of declarations that failed
     prices: Relation | None = None  # the price seed's table, as `ref` resolves it
     backlog: Relation | None = None  # the package's enrich_backlog model (enrich status)
+    pilot_summary: Relation | None = None  # the package's enrich_pilot_summary model
 
     def select(self, names: tuple[str, ...]) -> tuple[Enrichment, ...]:
         if not names:
@@ -86,6 +88,7 @@ class Project:
 PRICE_SEED = "batch_enrich_model_prices"
 PACKAGE = "batch_enrich"
 BACKLOG_MODEL = "enrich_backlog"
+PILOT_SUMMARY_MODEL = "enrich_pilot_summary"
 
 
 def find_profiles_dir(project_dir: Path, profiles_dir: Path | None) -> Path:
@@ -207,13 +210,17 @@ def discover_enrichments(
                 )
             )
             continue
-        rel = Relation(
-            database=flagged.get("database"),
-            schema=str(flagged["schema"]),
-            name=str(flagged.get("alias") or flagged["name"]),
-        )
-        found.append(Enrichment(declaration=decl, flagged=rel))
+        relation = _node_relation(flagged)
+        found.append(Enrichment(declaration=decl, flagged=relation, source=_node_relation(node)))
     return tuple(found), tuple(invalid)
+
+
+def _node_relation(node: Mapping[str, Any]) -> Relation:
+    return Relation(
+        database=node.get("database"),
+        schema=str(node["schema"]),
+        name=str(node.get("alias") or node["name"]),
+    )
 
 
 def price_relation(manifest: Mapping[str, Any]) -> Relation | None:
@@ -228,12 +235,7 @@ def price_relation(manifest: Mapping[str, Any]) -> Relation | None:
     if not seeds:
         return None
     seeds.sort(key=lambda n: n.get("package_name") != root)
-    node = seeds[0]
-    return Relation(
-        database=node.get("database"),
-        schema=str(node["schema"]),
-        name=str(node.get("alias") or node["name"]),
-    )
+    return _node_relation(seeds[0])
 
 
 def package_model_relation(manifest: Mapping[str, Any], name: str) -> Relation | None:
@@ -244,11 +246,7 @@ def package_model_relation(manifest: Mapping[str, Any], name: str) -> Relation |
             and node.get("package_name") == PACKAGE
             and node.get("name") == name
         ):
-            return Relation(
-                database=node.get("database"),
-                schema=str(node["schema"]),
-                name=str(node.get("alias") or node["name"]),
-            )
+            return _node_relation(node)
     return None
 
 
@@ -271,4 +269,5 @@ def load_project(project_dir: Path, profiles_dir: Path | None, target: str | Non
         invalid=invalid,
         prices=price_relation(manifest),
         backlog=package_model_relation(manifest, BACKLOG_MODEL),
+        pilot_summary=package_model_relation(manifest, PILOT_SUMMARY_MODEL),
     )

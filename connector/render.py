@@ -21,6 +21,8 @@ from connector.budgets import usd
 from connector.commands import CancelReport
 from connector.estimate import Estimate
 from connector.ledger.base import StatusRow
+from connector.pilot import PilotReport
+from connector.pilot_report import PilotReportResult
 from connector.sync import SyncReport
 
 
@@ -213,6 +215,8 @@ def estimate_table(estimates: list[Estimate], console: Console) -> None:
             console.print(
                 line("  ", e.enrichment, f": {e.shared} rows ride on an identical request")
             )
+        if e.advice:
+            console.print(line("  ", e.enrichment, ": ", e.advice, style="yellow"))
         if e.usd_expected is None:
             console.print(
                 line(
@@ -224,6 +228,103 @@ def estimate_table(estimates: list[Estimate], console: Console) -> None:
                     style="yellow",
                 )
             )
+
+
+def pilot_summary(report: PilotReport, console: Console) -> None:
+    sub = report.submit
+    sent = 0 if sub is None else sub.submitted
+    console.print(
+        line(
+            f"enrich pilot {report.enrichment} (prompt_version {report.prompt_version}, "
+            f"{report.model}): sample of {report.sampled} of {report.input_rows} rows; "
+            f"{sent} sent",
+            "" if sub is None or not sub.batches else f" in {', '.join(sub.batches)}",
+            "" if sub is None else f", estimated {usd(sub.estimated_usd)}",
+        )
+    )
+    if report.strata:
+        shares = ", ".join(f"{k}: {v}" for k, v in sorted(report.strata.items()))
+        console.print(line("  stratified by ", report.stratify_by, ": ", shares))
+    if report.not_flagged:
+        console.print(
+            line(
+                f"  {report.not_flagged} sample rows are not flagged: piloted already (in "
+                "flight or landed), or the flagged view predates the declaration (run "
+                "`dbt build`)"
+            )
+        )
+    if sub is not None:
+        for why, n in sub.skipped.most_common():
+            console.print(line("  skipped ", str(n), ": ", why))
+        for key, why in sub.rejected[:10]:
+            console.print(line("  rejected row ", key, ": ", why, style="yellow"))
+    if report.unkeyed:
+        console.print(line(f"  {report.unkeyed} input rows have a null key and are never sampled"))
+    landed = sum(len(r.landed_batches) for r in report.sync.landing)
+    console.print(line(f"landed {landed} batches; {report.sync.in_flight} requests in flight"))
+    if report.sync.in_flight == 0 and sent:
+        console.print(
+            line(
+                "next: `dbt build`, then `enrich pilot ",
+                report.enrichment,
+                " --report` (or query enrich_pilot_comparison)",
+            )
+        )
+    for e in report.sync.errors:
+        console.print(Text.assemble(("error:", "red"), " ", plain(e)))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def pilot_report_table(result: PilotReportResult, console: Console) -> None:
+    if not result.pilots:
+        console.print(
+            line(
+                f"no pilot of {result.enrichment} in enrich_pilot_summary: run `enrich pilot ",
+                result.enrichment,
+                "`, let it land (--wait), then `dbt build`",
+            )
+        )
+    for p in result.pilots:
+        state = "switched" if p.is_switched else "not switched"
+        current = ", the declaration in the project" if p.is_current else ""
+        console.print(
+            line(
+                f"pilot of {result.enrichment}: prompt_version {p.prompt_version}, {p.model} "
+                f"({state}{current})"
+            )
+        )
+        console.print(
+            line(
+                f"  {p.sampled_rows} rows sampled, {p.landed_rows} landed, {p.in_flight_rows} "
+                f"in flight; valid {p.valid_rows} ({_rate(p.validity_rate)})"
+            )
+        )
+        failed = ", ".join(f"{k} {v}" for k, v in p.failures.items() if v) or "none"
+        console.print(line("  failures: ", failed))
+        tokens_in = "-" if p.mean_input_tokens is None else f"{p.mean_input_tokens:,.0f}"
+        tokens_out = "-" if p.mean_output_tokens is None else f"{p.mean_output_tokens:,.0f}"
+        per_row = "-" if p.usd_per_row is None else usd(p.usd_per_row)
+        console.print(
+            line(f"  per row: {tokens_in} input tokens, {tokens_out} output tokens, {per_row}")
+        )
+        if p.rows_to_switch is not None:
+            projected = "-" if p.projected_switch_usd is None else usd(p.projected_switch_usd)
+            console.print(
+                line(f"  switching sends {p.rows_to_switch} more rows: {projected} projected")
+            )
+        table = Table(title=f"agreement with what is live ({p.prompt_version})")
+        for col in ("field", "compared", "matching", "agreement"):
+            table.add_column(col, justify="left" if col == "field" else "right")
+        for f in p.fields:
+            table.add_row(
+                plain(f.field), str(f.compared_rows), str(f.matching_rows), _rate(f.agreement_rate)
+            )
+        console.print(table)
+    if result.estimate is not None:
+        estimate_table([result.estimate], console)
 
 
 def cancel_summary(report: CancelReport, console: Console) -> None:

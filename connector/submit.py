@@ -22,7 +22,7 @@ import orjson
 
 from connector.api import BatchApi
 from connector.crashpoints import crash_point
-from connector.custom_id import canonical_value
+from connector.custom_id import canonical_value, custom_id_for
 from connector.declaration import MAX_REQUESTS_PER_BATCH
 from connector.errors import (
     AccountError,
@@ -44,6 +44,7 @@ from connector.settings import Settings
 log = logging.getLogger(__name__)
 
 OPTIONAL_COLUMNS = ("request_hash", "input_hash", "flag_reason", "max_tokens")
+PILOT_FLAG = "pilot"  # requests.flag_reason of every request `enrich pilot` sends
 
 
 @dataclass
@@ -267,14 +268,22 @@ def _flagged_columns(ledger: Ledger, enrichment: Enrichment) -> list[str]:
 
 
 def pending_requests(
-    ledger: Ledger, enrichment: Enrichment, settings: Settings, report: SubmitReport
+    ledger: Ledger,
+    enrichment: Enrichment,
+    settings: Settings,
+    report: SubmitReport,
+    *,
+    pilot: Container[str] | None = None,
 ) -> Iterator[list[Pending]]:
     """What the flagged view selects and the ledger allows to send now, chunk by chunk.
 
     Bad rows go to `report.rejected`, rows the ledger says must not be sent (in flight,
     succeeded, out of attempts) to `report.skipped`; `report.flagged` counts every row.
+    With `pilot` (custom_ids of a pilot's sample), only those rows are read past their
+    key, their requests are recorded with flag_reason `pilot`, and none is deduped.
     """
     decl = enrichment.declaration
+    dedupe = decl.dedupe and pilot is None
     columns = _flagged_columns(ledger, enrichment)
     idx = {c: i for i, c in enumerate(columns)}
     nkey = len(decl.primary_key)
@@ -282,6 +291,8 @@ def pending_requests(
     for chunk in ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows):
         prepared_rows: list[Pending] = []
         for row in chunk:
+            if pilot is not None and _row_custom_id(row[:nkey]) not in pilot:
+                continue
             report.flagged += 1
             key = dict(zip(decl.primary_key, row[:nkey], strict=True))
             override = row[idx["max_tokens"]] if "max_tokens" in idx else None
@@ -308,7 +319,7 @@ def pending_requests(
                 max_tokens=prepared.max_tokens,
                 params_bytes=prepared.size,
             )
-            dedupe_key = identity(prepared.params) if decl.dedupe else None
+            dedupe_key = identity(prepared.params) if dedupe else None
             prepared_rows.append(Pending(record, prepared.line, dedupe_key))
         pairs = [(p.record.custom_id, p.record.request_hash) for p in prepared_rows]
         history = ledger.history(enrichment.name, pairs)
@@ -320,10 +331,21 @@ def pending_requests(
                 report.skipped[why] += 1
                 continue
             p.record.attempt = seen.attempts + 1
+            if pilot is not None:
+                p.record.flag_reason = PILOT_FLAG
             ready.append(p)
-        if decl.dedupe:
+        if dedupe:
             _join_sharable(ledger, enrichment.name, ready)
         yield ready
+
+
+def _row_custom_id(values: Sequence[object]) -> str | None:
+    """The custom_id of a flagged row's key, or None for a key that has none (a null:
+    such a row is rejected when it is prepared)."""
+    try:
+        return custom_id_for(values)
+    except (TypeError, ValueError):
+        return None
 
 
 def _join_sharable(ledger: Ledger, enrichment: str, ready: Sequence[Pending]) -> None:
@@ -355,10 +377,12 @@ def submit_enrichment(
     *,
     only: Container[str] | None = None,
     cost: Callable[[RequestRecord], float | None] = lambda _: None,
+    pilot: Container[str] | None = None,
 ) -> SubmitReport:
     """Send what the flagged view selects (only the custom_ids in `only`, if given).
 
-    `cost` is the estimate recorded with each request sent. With `dedupe: true`, each
+    `cost` is the estimate recorded with each request sent. `pilot`: the custom_ids of a
+    pilot's sample, sent as pilot requests (`pending_requests`). With `dedupe: true`, each
     distinct request is sent once per run (see `_Dedupe`): a row whose request is
     identical to one already in flight or succeeded, or to one this run sends, shares it
     (a shared_keys row) instead of being sent.
@@ -366,7 +390,7 @@ def submit_enrichment(
     report = SubmitReport(enrichment=enrichment.name)
     sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
     dedupe = _Dedupe(sub)
-    for ready in pending_requests(ledger, enrichment, settings, report):
+    for ready in pending_requests(ledger, enrichment, settings, report, pilot=pilot):
         for p in ready:
             if only is not None and p.record.custom_id not in only:
                 report.held_back += 1

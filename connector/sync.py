@@ -7,6 +7,7 @@ nothing is in flight. Never blocks otherwise: a scheduler calls it every few min
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import time
@@ -154,10 +155,25 @@ def _passes(
     report: SyncReport,
     on_progress: Callable[[str], None],
 ) -> None:
-    """One pass (finish pending work, then submit), and with --wait more passes (finish
+    def submit(ledger: Ledger) -> None:
+        _submit_all(project, ledger, api, settings, selected, report, on_progress)
+
+    guarded_passes(project, api, settings, report, on_progress, submit)
+
+
+def guarded_passes(
+    project: Project,
+    api: BatchApi,
+    settings: Settings,
+    report: SyncReport,
+    on_progress: Callable[[str], None],
+    submit: Callable[[Ledger], None],
+) -> None:
+    """One pass (finish pending work, then `submit`), and with --wait more passes (finish
     pending work) until nothing is in flight. Each pass opens the ledger and holds its
     sync guard, and lets both go before the next: between polls, `dbt build` can open a
-    DuckDB file and another sync can take its turn."""
+    DuckDB file and another sync can take its turn. `enrich pilot` passes its own
+    `submit`."""
     started = time.monotonic()
     first = True
     while True:
@@ -165,7 +181,7 @@ def _passes(
             with _guarded(project, settings.lock_wait_seconds if first else 0.0) as ledger:
                 _finish_pending(ledger, api, settings, report, on_progress)
                 if first and settings.submit:
-                    _submit_all(project, ledger, api, settings, selected, report, on_progress)
+                    submit(ledger)
                 report.in_flight = _in_flight(ledger)
         except WarehouseLockedError as exc:
             if first:
@@ -277,23 +293,7 @@ def _submit_within_budget(
         if settings.dry_run:
             report.estimates.append(estimate)
     if limit is None:
-        # calibrated on the first row sent: with nothing flagged, a sync never reads the
-        # landed usage (4 s of a no-op sync on a million-request Postgres ledger)
-        models: list[tuple[TokenModel, OutputModel]] = []
-
-        def cost(record: RequestRecord) -> float | None:
-            if price is None:
-                return None
-            if not models:
-                calibration = ledger.calibration(enrichment.name)
-                tokens, output = calibrated_models(calibration, decl.prompt_version)
-                models.append((uncounted_token_model(tokens), output))
-            model, output = models[0]
-            return price.cost(
-                input_tokens=model.tokens(record.params_bytes),
-                output_tokens=output.expected(record.max_tokens),
-            )
-
+        cost = request_cost(ledger, enrichment, price)
         sub = submit_enrichment(ledger, creator, enrichment, settings, on_progress, cost=cost)
     else:
         assert estimate is not None
@@ -331,6 +331,32 @@ def _submit_within_budget(
     if not settings.dry_run and not sub.stopped:
         ledger.prune_deferrals(enrichment.name, since)
     return sub
+
+
+def request_cost(
+    ledger: Ledger, enrichment: Enrichment, price: Price | None
+) -> Callable[[RequestRecord], float | None]:
+    """The estimate recorded with each request sent (None: no price for its model).
+
+    Calibrated on the first row sent: with nothing flagged, a sync never reads the
+    landed usage (4 s of a no-op sync on a million-request Postgres ledger)."""
+
+    @functools.cache
+    def models() -> tuple[TokenModel, OutputModel]:
+        calibration = ledger.calibration(enrichment.name)
+        tokens, output = calibrated_models(calibration, enrichment.declaration.prompt_version)
+        return uncounted_token_model(tokens), output
+
+    def cost(record: RequestRecord) -> float | None:
+        if price is None:
+            return None
+        model, output = models()
+        return price.cost(
+            input_tokens=model.tokens(record.params_bytes),
+            output_tokens=output.expected(record.max_tokens),
+        )
+
+    return cost
 
 
 def _in_flight(ledger: Ledger) -> int:

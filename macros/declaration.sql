@@ -23,6 +23,7 @@
         'cache': true,
         'cache_ttl': '1h',
         'cached_prefix': none,
+        'pilot_stratify_by': none,
     }) -}}
 {%- endmacro %}
 
@@ -235,7 +236,7 @@
         'primary_key', 'model', 'max_tokens', 'prompt_column', 'system', 'output_schema',
         'tool', 'prompt_version', 'max_attempts', 'repair', 'max_requests_per_batch',
         'max_batch_bytes', 'flagged_model', 'budget_usd', 'budget_usd_per_day', 'dedupe', 'cache',
-        'cache_ttl', 'cached_prefix',
+        'cache_ttl', 'cached_prefix', 'pilot_stratify_by',
     ] -%}
 
     {%- if decl is not mapping -%}
@@ -291,7 +292,7 @@
         {%- endif -%}
     {%- endfor -%}
 
-    {%- for key in ['prompt_column', 'system', 'prompt_version', 'flagged_model', 'cached_prefix'] -%}
+    {%- for key in ['prompt_column', 'system', 'prompt_version', 'flagged_model', 'cached_prefix', 'pilot_stratify_by'] -%}
         {%- set value = decl.get(key) -%}
         {%- if value is not none and not batch_enrich.is_nonblank_text(value) -%}
             {%- do return(where ~ "." ~ key ~ " must be a non-empty string, got: " ~ batch_enrich.shown(value)) -%}

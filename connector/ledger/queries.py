@@ -178,6 +178,17 @@ PRUNE_DEFERRALS: Final = """
 delete from {deferrals} where enrichment = %(enrichment)s and last_deferred_at < %(since)s
 """
 
+# whether requests other than pilots have used a prompt_version (`enrich pilot` needs a
+# version of its own: one that is not live yet)
+LIVE_VERSION: Final = """
+select count(*) from (
+    select 1 from {requests}
+    where enrichment = %(enrichment)s and prompt_version = %(prompt_version)s
+        and flag_reason <> %(pilot)s
+    limit 1
+) as live
+"""
+
 # what the estimates of one enrichment's submissions since a time add up to
 ESTIMATED_SINCE: Final = """
 select coalesce(sum(r.estimated_usd), 0), count(*)

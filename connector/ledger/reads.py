@@ -122,6 +122,11 @@ class LedgerReads(ABC):
         rows = self._read(q.CALIBRATION, {"enrichment": enrichment, "recent": recent})
         return [Calibration(str(r[0]), *(int(v or 0) for v in r[1:])) for r in rows]
 
+    def version_is_live(self, enrichment: str, prompt_version: str, pilot_flag: str) -> bool:
+        """Whether a request that is not a pilot used this prompt_version."""
+        params = {"enrichment": enrichment, "prompt_version": prompt_version, "pilot": pilot_flag}
+        return int(self._read(q.LIVE_VERSION, params)[0][0]) > 0
+
     def estimated_since(self, enrichment: str, since: datetime) -> float:
         rows = self._read(
             q.ESTIMATED_SINCE,
