@@ -15,6 +15,9 @@
     Outputs reach keys through stg_enrich_ledger__request_keys: a request's result serves
     its own key and, with `dedupe: true`, the keys that shared it (is_shared_result true;
     custom_id and batch_id stay those of the request that was sent).
+
+    Only live outputs count: a pilot request's output (flag_reason 'pilot') only once its
+    model and prompt_version are switched to (int_enrich__live_versions, macros/pilot.sql).
 -#}
 
 {% macro lineage_columns() -%}
@@ -59,12 +62,14 @@
     {%- set input_relation = ref(enrichment) -%}
     {%- set validated_relation = ref('batch_enrich', 'int_enrich__results_validated') -%}
     {%- set request_keys_relation = ref('batch_enrich', 'stg_enrich_ledger__request_keys') -%}
+    {%- set live_versions_relation = ref('batch_enrich', 'int_enrich__live_versions') -%}
     {%- if execute -%}
         {{ batch_enrich.enriched_sql(
             batch_enrich.get_declaration(enrichment),
             input_relation,
             validated_relation,
             request_keys_relation,
+            live_versions_relation,
         ) }}
     {%- else -%}
         select 1 as parse_placeholder
@@ -72,7 +77,7 @@
 {%- endmacro %}
 
 
-{% macro enriched_sql(decl, input_relation, validated_relation, request_keys_relation) -%}
+{% macro enriched_sql(decl, input_relation, validated_relation, request_keys_relation, live_versions_relation) -%}
     {%- set pk = decl['primary_key'] -%}
     {%- set prompt = batch_enrich.column_ref(decl['prompt_column'], 'input_rows') -%}
     {%- set outputs = batch_enrich.output_columns(decl, 'latest_outputs.output_json', 'latest_outputs.content_text') -%}
@@ -99,12 +104,25 @@ input_rows as (
 
 ),
 
+live_versions as (
+
+    select * from {{ live_versions_relation }}
+    where enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+
+),
+
 validated as (
 
-    select * from {{ validated_relation }}
+    select results_validated.*
+    from {{ validated_relation }} as results_validated
+    left join live_versions
+        on
+            results_validated.request_model = live_versions.model
+            and results_validated.prompt_version = live_versions.prompt_version
     where
-        enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
-        and is_valid
+        results_validated.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+        and results_validated.is_valid
+        and {{ batch_enrich.is_live('results_validated.flag_reason', 'live_versions') }}
 
 ),
 

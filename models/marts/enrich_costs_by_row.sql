@@ -5,8 +5,10 @@
     included, so the keys of an enrichment add up to its enrich_costs.
 
     value_usd is the key's share of the request behind its current value: the latest
-    valid output (by landed_at, then attempt), as in enrich_history.is_current and, unless
-    the input went back to an earlier version, the enriched table.
+    valid output (by landed_at, then attempt) of a live request, as in
+    enrich_history.is_current and, unless the input went back to an earlier version, the
+    enriched table. A pilot request (flag_reason 'pilot') counts in the totals (it was
+    paid), but is the value only once its version is switched to (int_enrich__live_versions).
 -#}
 
 with
@@ -20,6 +22,12 @@ costs as (
 request_keys as (
 
     select * from {{ ref('stg_enrich_ledger__request_keys') }}
+
+),
+
+live_versions as (
+
+    select * from {{ ref('int_enrich__live_versions') }}
 
 ),
 
@@ -39,13 +47,20 @@ key_requests as (
         costs.shared_by,
         costs.has_price,
         costs.total_usd / costs.shared_by as total_usd,
-        costs.standard_total_usd / costs.shared_by as standard_total_usd
+        costs.standard_total_usd / costs.shared_by as standard_total_usd,
+        costs.outcome = 'succeeded_valid'
+        and {{ batch_enrich.is_live('request_keys.flag_reason', 'live_versions') }} as is_live_value
 
     from request_keys
     inner join costs
         on
             request_keys.submission_id = costs.submission_id
             and request_keys.custom_id = costs.custom_id
+    left join live_versions
+        on
+            request_keys.enrichment = live_versions.enrichment
+            and request_keys.model = live_versions.model
+            and request_keys.prompt_version = live_versions.prompt_version
 
 ),
 
@@ -56,7 +71,7 @@ ranked as (
         row_number() over (
             partition by enrichment, key_custom_id
             order by
-                case when outcome = 'succeeded_valid' then 0 else 1 end,
+                case when is_live_value then 0 else 1 end,
                 landed_at desc nulls last,
                 attempt desc,
                 batch_id desc nulls last,
@@ -95,8 +110,8 @@ key_values as (
         is_shared_result,
         shared_by,
         total_usd,
-        {#- rank 1 is the request of the current value when the key has a valid output #}
-        outcome = 'succeeded_valid' as has_value
+        {#- rank 1 is the request of the current value when the key has a live valid output #}
+        is_live_value as has_value
 
     from ranked
     where value_rank = 1

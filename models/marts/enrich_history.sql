@@ -1,8 +1,10 @@
 {#-
     Every valid output ever landed, per enrichment and request; is_current marks the
-    latest valid output of the request's own key, among every output that served that
-    key (with dedupe, a result shared from another row's request counts too). A key is
-    identified by its own custom_id, which is deterministic per key.
+    latest valid output of the request's own key, among every live output that served
+    that key (with dedupe, a result shared from another row's request counts too). A key
+    is identified by its own custom_id, which is deterministic per key. A pilot output
+    (is_pilot) is a row like any other, but competes for is_current only once its
+    version is switched to (int_enrich__live_versions), as in the enriched tables.
 -#}
 
 with
@@ -19,14 +21,27 @@ request_keys as (
 
 ),
 
+live_versions as (
+
+    select * from {{ ref('int_enrich__live_versions') }}
+
+),
+
 valid_outputs as (
 
     select
-        *,
-        {{ batch_enrich.json_to_text('primary_key') }} as primary_key_text
+        validated.*,
+        {{ batch_enrich.json_to_text('validated.primary_key') }} as primary_key_text,
+        {{ batch_enrich.is_pilot('validated.flag_reason') }} as is_pilot,
+        {{ batch_enrich.is_live('validated.flag_reason', 'live_versions') }} as is_live
 
     from validated
-    where is_valid
+    left join live_versions
+        on
+            validated.enrichment = live_versions.enrichment
+            and validated.request_model = live_versions.model
+            and validated.prompt_version = live_versions.prompt_version
+    where validated.is_valid
 
 ),
 
@@ -46,6 +61,7 @@ key_outputs as (
         on
             valid_outputs.submission_id = request_keys.submission_id
             and valid_outputs.custom_id = request_keys.custom_id
+    where valid_outputs.is_live
 
 ),
 
@@ -79,6 +95,7 @@ final as (
         valid_outputs.output_json,
         valid_outputs.content_text,
         valid_outputs.landed_at,
+        valid_outputs.is_pilot,
         current_outputs.custom_id is not null as is_current
 
     from valid_outputs
