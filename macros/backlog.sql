@@ -2,18 +2,22 @@
     The backlog models (enrich_backlog_rows, enrich_backlog; docs/output-models.md).
 
     The flagged views are user models that the package cannot `ref` (it cannot know
-    their names when dbt parses it), so each valid declaration's flagged view is read
-    through its relation in the graph, and only when it exists in the warehouse. A
-    flagged view is a view: it computes from the tables the same build refreshed
-    before, so the order in which dbt builds the two does not change what it selects.
-    Until a flagged view has been built once, its enrichment counts no flagged rows.
+    their names when dbt parses it). Reading them through their relations in the graph
+    is not reliable either: on Postgres, rebuilding a ledger model they read
+    (int_enrich__request_outcomes, the staging views) drops them (`drop ... cascade`)
+    until the same build creates them again, and dbt may run the backlog in between.
+    So the backlog runs each valid declaration's flagged query itself
+    (`batch_enrich.flagged_sql`, what `batch_enrich.flagged` selects) over the
+    enrichment's input model, found in the graph, with the ledger models this build
+    refreshed. Until the input model has been built once, its enrichment counts no
+    flagged rows.
 -#}
 
-{#- [(declaration, relation)] of each valid declaration whose flagged view exists. -#}
+{#- [(declaration, input relation)] of each valid declaration whose input model exists. -#}
 {% macro backlog_flagged_relations() -%}
     {%- set found = [] -%}
     {%- for decl in batch_enrich.valid_declarations()['valid'] -%}
-        {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.name == decl['flagged_model'] -%}
+        {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.name == decl['name'] -%}
             {%- set relation = adapter.get_relation(
                 database=node.database, schema=node.schema, identifier=node.alias
             ) -%}
@@ -36,15 +40,20 @@
 {%- endmacro %}
 
 
-{#- enrichment, key_text, request_hash, flag_reason of every flagged row. -#}
-{% macro backlog_flagged_union(flagged_relations) -%}
-    {%- for decl, relation in flagged_relations %}
+{#-
+    enrichment, key_text, request_hash, flag_reason of every flagged row. `ledger` holds
+    the relations the flagged query reads: request_keys, batches, outcomes.
+-#}
+{% macro backlog_flagged_union(input_relations, ledger) -%}
+    {%- for decl, relation in input_relations %}
     select
         {{ batch_enrich.sql_text_literal(decl['name']) }} as enrichment,
         {{ batch_enrich.backlog_key_text(decl, 'flagged') }} as key_text,
         cast(flagged.request_hash as text) as request_hash,
         cast(flagged.flag_reason as text) as flag_reason
-    from {{ relation }} as flagged
+    from (
+        {{ batch_enrich.flagged_sql(decl, relation, ledger['request_keys'], ledger['batches'], ledger['outcomes']) | indent(8) }}
+    ) as flagged
     {%- if not loop.last %}
     union all
     {%- endif -%}

@@ -4,10 +4,11 @@
     build that found the key flagged with the same request hash and reason (this
     table's previous version is read to carry it over), else this build.
 
-    Every valid declaration's flagged view is read (macros/backlog.sql); an enrichment
-    whose flagged view has not been built yet has no rows. A key the view repeats is
-    counted once. The flagged views are not refs (the package cannot name them), so
-    the models they read from the ledger are, below: this model is built after them.
+    Every valid declaration's flagged query is run here over its input model
+    (macros/backlog.sql: the flagged views themselves may be dropped mid-build on
+    Postgres); an enrichment whose input model has not been built yet has no rows. A
+    key the query repeats is counted once. The ledger models it reads are refs, below:
+    this model is built after them.
 -#}
 
 -- depends_on: {{ ref('int_enrich__request_outcomes') }}
@@ -25,7 +26,11 @@ with
 
 flagged as (
 
-    {{ batch_enrich.backlog_flagged_union(flagged_relations) | indent(4) }}
+    {{ batch_enrich.backlog_flagged_union(flagged_relations, {
+        'request_keys': ref('stg_enrich_ledger__request_keys'),
+        'batches': ref('stg_enrich_ledger__batches'),
+        'outcomes': ref('int_enrich__request_outcomes'),
+    }) | indent(4) }}
 
 ),
 

@@ -138,9 +138,7 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
     assert summary.rows_to_switch == TICKETS - SAMPLE
     assert {f.field for f in summary.fields} == FIELDS
     matches = {f.field: f.matching_rows for f in summary.fields}
-    assert matches["category"] == sum(
-        1 for _, f, _, _, m in compared if f == "category" and m
-    )
+    assert matches["category"] == sum(1 for _, f, _, _, m in compared if f == "category" and m)
 
     # the estimate of the switch, calibrated on the pilot's output tokens
     after = estimate(_settings(p))[0]

@@ -70,5 +70,5 @@ def test_a_stratified_sample_gives_each_value_its_share_of_the_lowest_ranks(
     everything, _ = _draw(settings, _enrichment("region"), 500)
     assert everything == set(every)
 
-    with pytest.raises(ConfigError, match="pilot_stratify_by names column 'regoin'.*region, seq"):
+    with pytest.raises(ConfigError, match=r"pilot_stratify_by names column .regoin.*region, seq"):
         _draw(settings, _enrichment("regoin"), 10)
