@@ -257,7 +257,15 @@ class _Reader:
 
     def _check_sql_keywords(self, key: str, schema: Mapping[str, Any]) -> None:
         """The keywords the dbt package turns into SQL (macros/validation.sql), held to the
-        rules of its ``schema_problem``, beyond what the meta-schema already checked."""
+        rules of its ``subschema_problem`` at every depth (this schema, then each
+        property's and the ``items`` schema), beyond what the meta-schema already checked
+        (``type``, ``enum``, the numeric bounds, ``required`` a list of distinct names)."""
+        for bound in ("minLength", "maxLength", "minItems", "maxItems"):
+            limit = schema.get(bound)
+            if bound in schema and (
+                isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+            ):
+                raise self.fail(f"{key}.{bound}", f"must be an integer >= 0, got {show(limit)}")
         properties = schema.get("properties") or {}
         for name, prop in properties.items():
             if name == "":
@@ -266,16 +274,15 @@ class _Reader:
                 raise self.fail(
                     f"{key}.properties.{name}", f"must be a schema mapping, got {show(prop)}"
                 )
-            for bound in ("minLength", "maxLength"):
-                limit = prop.get(bound)
-                if bound in prop and (isinstance(limit, bool) or not isinstance(limit, int)):
-                    raise self.fail(
-                        f"{key}.properties.{name}.{bound}",
-                        f"must be an integer >= 0, got {show(limit)}",
-                    )
+            self._check_sql_keywords(f"{key}.properties.{name}", prop)
         for name in schema.get("required") or []:
             if name not in properties:
                 raise self.fail(f"{key}.required", f"names {name!r}, which is not in properties")
+        if "items" in schema:
+            items = schema["items"]
+            if not isinstance(items, Mapping):
+                raise self.fail(f"{key}.items", f"must be a schema mapping, got {show(items)}")
+            self._check_sql_keywords(f"{key}.items", items)
 
 
 def unsafe_value_problem(value: object, path: str) -> tuple[str, str] | None:

@@ -141,27 +141,63 @@
 
 {#-
     What is wrong with the JSON Schema at `where` (an object schema: output_schema or
-    tool.input_schema), or none. The keywords the package turns into SQL are held to the
-    JSON Schema meta-schema and to the rules connector/declaration.py adds: properties a
-    mapping of non-empty names to schema mappings; `type` a simple type or a non-empty
-    list of distinct ones; `enum` a list; minimum, maximum, exclusiveMinimum and
-    exclusiveMaximum numbers; minLength and maxLength integers >= 0; `required` a list of
-    distinct names, each in properties. Finite numbers and clean text are checked for the
-    whole declaration by unsafe_value_problem. (The connector checks the rest of the
-    meta-schema; nothing else reaches SQL.)
+    tool.input_schema), or none. The keywords the package turns into SQL
+    (macros/validation.sql) are held, at every depth, to the JSON Schema meta-schema and
+    to the rules connector/declaration.py adds: see subschema_problem. Finite numbers
+    and clean text are checked for the whole declaration by unsafe_value_problem. (The
+    connector checks the rest of the meta-schema; nothing else reaches SQL.)
 -#}
 {% macro schema_problem(schema, where) -%}
-    {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
     {%- if schema is not mapping -%}
         {%- do return(where ~ " must be a JSON Schema object (a mapping), got: " ~ batch_enrich.shown(schema)) -%}
     {%- endif -%}
     {%- if schema.get('type') != 'object' -%}
         {%- do return(where ~ ' must be a JSON Schema with "type": "object", got type ' ~ batch_enrich.shown(schema.get('type'))) -%}
     {%- endif -%}
-    {%- set properties = schema.get('properties') -%}
-    {%- if properties is none -%}
-        {%- set properties = {} -%}
+    {{- return(batch_enrich.subschema_problem(schema, where)) -}}
+{%- endmacro %}
+
+
+{#-
+    What is wrong with the schema mapping at `where`, or none: its own keywords, then the
+    schemas nested in it, depth first (each property's, then `items`). `type` a simple
+    type or a non-empty list of distinct ones; `enum` a list; minimum, maximum,
+    exclusiveMinimum and exclusiveMaximum numbers; minLength, maxLength, minItems and
+    maxItems integers >= 0; `properties` a mapping of non-empty names to schema mappings;
+    `required` a list of distinct names, each in properties; `items` a schema mapping.
+-#}
+{% macro subschema_problem(schema, where) -%}
+    {%- set schema_types = ['string', 'integer', 'number', 'boolean', 'array', 'object', 'null'] -%}
+    {%- if 'type' in schema -%}
+        {%- set types = schema.get('type') -%}
+        {%- set type_list = [types] if types is string else types -%}
+        {%- if not batch_enrich.is_list(type_list) or type_list | length == 0
+            or type_list | unique | list | length != type_list | length -%}
+            {%- do return(where ~ ".type must be a type name or a non-empty list of distinct type names, got: " ~ batch_enrich.shown(types)) -%}
+        {%- endif -%}
+        {%- for type in type_list -%}
+            {%- if type is not string or type not in schema_types -%}
+                {%- do return(where ~ ".type " ~ batch_enrich.shown(type) ~ " is not one of " ~ schema_types | join(', ')) -%}
+            {%- endif -%}
+        {%- endfor -%}
     {%- endif -%}
+    {%- if 'enum' in schema and not batch_enrich.is_list(schema.get('enum')) -%}
+        {%- do return(where ~ ".enum must be a list, got: " ~ batch_enrich.shown(schema.get('enum'))) -%}
+    {%- endif -%}
+    {%- for bound in ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] -%}
+        {%- set limit = schema.get(bound) -%}
+        {%- if bound in schema and (limit is boolean or limit is not number) -%}
+            {%- do return(where ~ "." ~ bound ~ " must be a number, got: " ~ batch_enrich.shown(limit)) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- for bound in ['minLength', 'maxLength', 'minItems', 'maxItems'] -%}
+        {%- set limit = schema.get(bound) -%}
+        {%- if bound in schema and (limit is boolean or limit is not integer or limit < 0) -%}
+            {%- do return(where ~ "." ~ bound ~ " must be an integer >= 0, got: " ~ batch_enrich.shown(limit)) -%}
+        {%- endif -%}
+    {%- endfor -%}
+
+    {%- set properties = schema.get('properties', {}) -%}
     {%- if properties is not mapping -%}
         {%- do return(where ~ ".properties must be a mapping of property names to schemas, got: " ~ batch_enrich.shown(properties)) -%}
     {%- endif -%}
@@ -173,36 +209,12 @@
         {%- if property is not mapping -%}
             {%- do return(at ~ " must be a schema mapping, got: " ~ batch_enrich.shown(property)) -%}
         {%- endif -%}
-        {%- set types = property.get('type') -%}
-        {%- if types is not none -%}
-            {%- set type_list = [types] if types is string else types -%}
-            {%- if not batch_enrich.is_list(type_list) or type_list | length == 0
-                or type_list | unique | list | length != type_list | length -%}
-                {%- do return(at ~ ".type must be a type name or a non-empty list of distinct type names, got: " ~ batch_enrich.shown(types)) -%}
-            {%- endif -%}
-            {%- for type in type_list -%}
-                {%- if type is not string or type not in schema_types -%}
-                    {%- do return(at ~ ".type " ~ batch_enrich.shown(type) ~ " is not one of " ~ schema_types | join(', ')) -%}
-                {%- endif -%}
-            {%- endfor -%}
+        {%- set problem = batch_enrich.subschema_problem(property, at) -%}
+        {%- if problem is not none -%}
+            {%- do return(problem) -%}
         {%- endif -%}
-        {%- set enum = property.get('enum') -%}
-        {%- if 'enum' in property and not batch_enrich.is_list(enum) -%}
-            {%- do return(at ~ ".enum must be a list, got: " ~ batch_enrich.shown(enum)) -%}
-        {%- endif -%}
-        {%- for bound in ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] -%}
-            {%- set limit = property.get(bound) -%}
-            {%- if bound in property and (limit is boolean or limit is not number) -%}
-                {%- do return(at ~ "." ~ bound ~ " must be a number, got: " ~ batch_enrich.shown(limit)) -%}
-            {%- endif -%}
-        {%- endfor -%}
-        {%- for bound in ['minLength', 'maxLength'] -%}
-            {%- set limit = property.get(bound) -%}
-            {%- if bound in property and (limit is boolean or limit is not integer or limit < 0) -%}
-                {%- do return(at ~ "." ~ bound ~ " must be an integer >= 0, got: " ~ batch_enrich.shown(limit)) -%}
-            {%- endif -%}
-        {%- endfor -%}
     {%- endfor -%}
+
     {%- if 'required' in schema -%}
         {%- set required = schema.get('required') -%}
         {%- if not batch_enrich.is_list(required) or required | unique | list | length != required | length -%}
@@ -216,6 +228,16 @@
                 {%- do return(where ~ ".required names " ~ batch_enrich.shown(name) ~ ", which is not in properties") -%}
             {%- endif -%}
         {%- endfor -%}
+    {%- endif -%}
+
+    {%- if 'items' in schema -%}
+        {%- if schema.get('items') is not mapping -%}
+            {%- do return(where ~ ".items must be a schema mapping, got: " ~ batch_enrich.shown(schema.get('items'))) -%}
+        {%- endif -%}
+        {%- set problem = batch_enrich.subschema_problem(schema.get('items'), where ~ '.items') -%}
+        {%- if problem is not none -%}
+            {%- do return(problem) -%}
+        {%- endif -%}
     {%- endif -%}
     {{- return(none) -}}
 {%- endmacro %}

@@ -158,6 +158,36 @@
 {%- endmacro %}
 
 
+{#-
+    Whether the value at `path` is of the JSON kind `kind`: object, array, string,
+    boolean, null or number (any number, integer or not); false or null when absent.
+    One comparison on the adapter's own type name: cheaper, and shallower SQL, than
+    json_schema_type, which a check needs only to tell integers from other numbers.
+-#}
+{% macro json_kind_is(json_expression, path, kind) -%}
+    {{- return(adapter.dispatch('json_kind_is', 'batch_enrich')(json_expression, path, kind)) -}}
+{%- endmacro %}
+
+{% macro default__json_kind_is(json_expression, path, kind) -%}
+    {%- set names = {
+        'object': "= 'OBJECT'",
+        'array': "= 'ARRAY'",
+        'string': "= 'VARCHAR'",
+        'boolean': "= 'BOOLEAN'",
+        'null': "= 'NULL'",
+        'number': "in ('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE')",
+    } -%}
+    (json_type({{ json_expression }}, {{ batch_enrich._jsonpath_literal(path) }}) {{ names[kind] }})
+{%- endmacro %}
+
+{% macro postgres__json_kind_is(json_expression, path, kind) -%}
+    {%- if kind not in ['object', 'array', 'string', 'boolean', 'null', 'number'] -%}
+        {%- do exceptions.raise_compiler_error("batch_enrich: json_kind_is: not a JSON kind: " ~ kind) -%}
+    {%- endif -%}
+    (jsonb_typeof({{ batch_enrich.json_get(json_expression, path) }}) = '{{ kind }}')
+{%- endmacro %}
+
+
 {#- Whether the object at `json_expression` has the top-level key (even if its value is null). -#}
 {% macro json_has_key(json_expression, key) -%}
     {{- return(adapter.dispatch('json_has_key', 'batch_enrich')(json_expression, key)) -}}
@@ -169,6 +199,107 @@
 
 {% macro postgres__json_has_key(json_expression, key) -%}
     ({{ json_expression }} ? {{ dbt.string_literal(key | replace("'", "''")) }})
+{%- endmacro %}
+
+
+{#-
+    Whether the key at the end of `path` is there (even if its value is null). The value
+    at the path without its last key must be an object (callers check it first).
+-#}
+{% macro json_has_path(json_expression, path) -%}
+    {{- return(adapter.dispatch('json_has_path', 'batch_enrich')(json_expression, path)) -}}
+{%- endmacro %}
+
+{% macro default__json_has_path(json_expression, path) -%}
+    (json_type({{ json_expression }}, {{ batch_enrich._jsonpath_literal(path) }}) is not null)
+{%- endmacro %}
+
+{% macro postgres__json_has_path(json_expression, path) -%}
+    {%- set parent = json_expression if path | length == 1 else batch_enrich.json_get(json_expression, path[:-1]) -%}
+    {{- batch_enrich.json_has_key(parent, path[-1]) -}}
+{%- endmacro %}
+
+
+{#- The number of elements of a JSON array; 0 (DuckDB) or null (Postgres) for any other value. -#}
+{% macro json_array_length(json_expression) -%}
+    {{- return(adapter.dispatch('json_array_length', 'batch_enrich')(json_expression)) -}}
+{%- endmacro %}
+
+{% macro default__json_array_length(json_expression) -%}
+    json_array_length({{ json_expression }})
+{%- endmacro %}
+
+{% macro postgres__json_array_length(json_expression) -%}
+    jsonb_array_length(case when jsonb_typeof({{ json_expression }}) = 'array' then {{ json_expression }} end)
+{%- endmacro %}
+
+
+{#-
+    A check over every element of a JSON array. `json_first_element_reason(array, alias,
+    reason)`: the first non-null value of the text expression `reason` over the elements
+    of `array`, in index order; null when there is none or `array` is not an array.
+    `reason` reads the element as `json_element(alias)` (JSON) and its 0-based index as
+    `json_element_index(alias)`; it may hold another such check (an array in the
+    element), with another alias, that reads the outer element's index. `alias` is a
+    plain identifier, unique along the nesting.
+
+    Postgres: a correlated subquery over jsonb_array_elements ... with ordinality.
+    DuckDB: a list lambda over the elements (json_extract(array, '$[*]')) zipped with
+    their indexes, each element's reason, then the first non-null one
+    (list_any_value). (One argument:
+    sqlfluff, which lints the compiled models, cannot parse `lambda x, i: ...`.)
+-#}
+{% macro json_element(alias) -%}
+    {{- return(adapter.dispatch('json_element', 'batch_enrich')(alias)) -}}
+{%- endmacro %}
+
+{% macro default__json_element(alias) -%}
+    {{- return('struct_extract(' ~ alias ~ ', 1)') -}}
+{%- endmacro %}
+
+{% macro postgres__json_element(alias) -%}
+    {{- return(alias ~ '.value') -}}
+{%- endmacro %}
+
+
+{% macro json_element_index(alias) -%}
+    {{- return(adapter.dispatch('json_element_index', 'batch_enrich')(alias)) -}}
+{%- endmacro %}
+
+{% macro default__json_element_index(alias) -%}
+    {{- return('struct_extract(' ~ alias ~ ', 2)') -}}
+{%- endmacro %}
+
+{% macro postgres__json_element_index(alias) -%}
+    {{- return('(' ~ alias ~ '.ordinality - 1)') -}}
+{%- endmacro %}
+
+
+{% macro json_first_element_reason(array_expression, alias, reason) -%}
+    {{- return(adapter.dispatch('json_first_element_reason', 'batch_enrich')(array_expression, alias, reason)) -}}
+{%- endmacro %}
+
+{% macro default__json_first_element_reason(array_expression, alias, reason) -%}
+    list_any_value(list_transform(
+        list_zip(
+            json_extract({{ array_expression }}, '$[*]'),
+            range(cast({{ batch_enrich.json_array_length(array_expression) }} as bigint))
+        ),
+        lambda {{ alias }}: {{ reason }}
+    ))
+{%- endmacro %}
+
+{% macro postgres__json_first_element_reason(array_expression, alias, reason) -%}
+    (
+        select {{ alias }}_checked.reason
+        from jsonb_array_elements(
+            case when jsonb_typeof({{ array_expression }}) = 'array' then {{ array_expression }} end
+        ) with ordinality as {{ alias }}
+        cross join lateral (select {{ reason }} as reason) as {{ alias }}_checked
+        where {{ alias }}_checked.reason is not null
+        order by {{ alias }}.ordinality
+        limit 1
+    )
 {%- endmacro %}
 
 

@@ -758,7 +758,7 @@ def _check_failures(db: str) -> None:
     )
     reasons = {k: (v[0], v[1]) for k, v in rows.items()}
     assert reasons == {
-        1002: ("succeeded_invalid", "category: 'spam' not in enum"),
+        1002: ("succeeded_invalid", "$.category: 'spam' not in enum"),
         1003: ("errored_retryable", "errored: api_error: Internal server error"),
         1004: (
             "errored_terminal",
@@ -768,7 +768,7 @@ def _check_failures(db: str) -> None:
         1006: ("truncated", "truncated at max_tokens"),
         1007: ("succeeded_invalid", "output is not JSON"),
         1008: ("canceled", "canceled: the batch was canceled before the request was processed"),
-        1009: ("succeeded_invalid", "missing required key summary"),
+        1009: ("succeeded_invalid", "$: missing required key summary"),
     }
     assert {v[2] for v in rows.values()} == {"msgbatch_01TestBatch00000001"}
     assert {v[3] for v in rows.values()} == {1}
@@ -886,7 +886,7 @@ def test_a_changed_declaration_revalidates_earlier_results(
     dbt.invoke(
         ["run", "-s", "int_enrich__results_validated", "--vars", overrides], REPO, REPO, env=env
     )
-    assert query(pg_db.conninfo, valid) == [(False, "category: 'billing' not in enum")]
+    assert query(pg_db.conninfo, valid) == [(False, "$.category: 'billing' not in enum")]
 
 
 def _same_ticket_text(db: str, source: int, copies: Sequence[int]) -> None:
@@ -1160,7 +1160,7 @@ def test_build_on_duckdb(tmp_path: Path, dbt: DbtHarness) -> None:
         failure = conn.execute(
             "select failure_reason from analytics.enrich_failures where custom_id = '1001'"
         ).fetchall()
-        assert failure == [("urgency: 6 is above maximum 5",)]
+        assert failure == [("$.urgency: 6 is above maximum 5",)]
         count = conn.execute("select count(*) from analytics.ticket_triage__flagged").fetchone()
         assert count == (298,)
         cost = conn.execute("select total_usd, shared_by from analytics.enrich_costs").fetchone()

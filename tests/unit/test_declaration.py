@@ -130,6 +130,12 @@ def _property(**keywords: Any) -> dict[str, Any]:
     return {"type": "object", "properties": {"a": keywords}}
 
 
+def _nested(**keywords: Any) -> dict[str, Any]:
+    """A schema whose property `a` is an array of objects with the property `b`."""
+    item = {"type": "object", "properties": {"b": keywords}}
+    return {"type": "object", "properties": {"a": {"type": "array", "items": item}}}
+
+
 BAD = [
     # (raw declaration, key named in the message, words the message must contain)
     ({"model": "m", "max_tokens": 1}, "primary_key", "is required, got nothing"),
@@ -272,6 +278,106 @@ BAD = [
     ),
     (with_(tool={**TOOL, "description": "  "}), "tool.description", "non-empty string"),
     (with_(budget_usd_per_day=float("inf")), "budget_usd_per_day", "finite"),
+    # issue 11, item 5: the same rules at every depth (the package checks nested schemas)
+    (
+        with_(output_schema=_nested(type="string", maxLength=5.0)),
+        "output_schema.properties.a.items.properties.b.maxLength",
+        "must be an integer >= 0, got 5.0",
+    ),
+    (
+        with_(output_schema=_nested(type="string", minLength="(select 1)")),
+        "output_schema",
+        "invalid one at properties/a/items/properties/b/minLength",
+    ),
+    (
+        with_(output_schema=_nested(type="number", minimum=float("inf"))),
+        "output_schema.properties.a.items.properties.b.minimum",
+        "finite",
+    ),
+    (
+        with_(output_schema=_nested(type="text")),
+        "output_schema",
+        "invalid one at properties/a/items/properties/b/type",
+    ),
+    (
+        with_(output_schema=_nested(type=["string", "string"])),
+        "output_schema",
+        "invalid one at properties/a/items/properties/b/type",
+    ),
+    (
+        with_(output_schema=_nested(enum="abc")),
+        "output_schema",
+        "at properties/a/items/properties/b",
+    ),
+    (
+        with_(output_schema=_nested(maximum="5")),
+        "output_schema",
+        "at properties/a/items/properties/b",
+    ),
+    (
+        with_(output_schema=_property(type="array", minItems=1.0)),
+        "output_schema.properties.a.minItems",
+        "must be an integer >= 0, got 1.0",
+    ),
+    (
+        with_(output_schema=_property(type="array", maxItems=-1)),
+        "output_schema",
+        "invalid one at properties/a/maxItems",
+    ),
+    (
+        with_(output_schema=_nested(type="array", maxItems=True)),
+        "output_schema",
+        "invalid one at properties/a/items/properties/b/maxItems",
+    ),
+    (
+        with_(output_schema=_property(type="array", items=True)),
+        "output_schema.properties.a.items",
+        "must be a schema mapping, got true",
+    ),
+    (
+        with_(output_schema=_nested(type="array", items=False)),
+        "output_schema.properties.a.items.properties.b.items",
+        "must be a schema mapping, got false",
+    ),
+    (
+        with_(output_schema=_property(type="object", properties={"": {"type": "string"}})),
+        "output_schema.properties.a.properties",
+        "empty property name",
+    ),
+    (
+        with_(output_schema=_property(type="object", properties={"b": False})),
+        "output_schema.properties.a.properties.b",
+        "must be a schema mapping, got false",
+    ),
+    (
+        with_(output_schema=_property(type="object", properties={}, required=["c"])),
+        "output_schema.properties.a.required",
+        "names 'c', which is not in properties",
+    ),
+    (
+        with_(output_schema=_property(type="object", required=["c", "c"])),
+        "output_schema",
+        "invalid one at properties/a/required",
+    ),
+    (
+        with_(
+            output_schema=_nested(
+                type="object", properties={"c": {"type": "string"}}, required=["d"]
+            )
+        ),
+        "output_schema.properties.a.items.properties.b.required",
+        "names 'd', which is not in properties",
+    ),
+    (
+        with_(tool={**TOOL, "input_schema": _nested(type="string", maxLength=2.0)}),
+        "tool.input_schema.properties.a.items.properties.b.maxLength",
+        "got 2.0",
+    ),
+    (
+        with_(output_schema={**_property(type="string"), "minItems": 0.0}),
+        "output_schema.minItems",
+        "got 0.0",
+    ),
 ]
 
 
@@ -287,6 +393,65 @@ def test_bad_values_are_refused_with_a_precise_message(
     assert message.startswith(f"enrichment 'ticket_triage': meta.enrich.{key} ")
     assert info.value.key == key
     assert words in message
+
+
+# the example's tool (models/examples/_examples.yml) and a schema with arrays of objects
+# inside objects, every keyword the package checks at some depth
+REVIEW_ASPECTS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "aspects": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "aspect": {"type": "string"},
+                    "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+                },
+                "required": ["aspect", "sentiment"],
+            },
+        }
+    },
+    "required": ["aspects"],
+}
+ORDER_AUDIT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "customer": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "address": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "postcode": {"maxLength": 8}},
+                    "required": ["city"],
+                },
+            },
+            "required": ["name", "address"],
+        },
+        "lines": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "quantity": {"type": ["integer", "null"], "exclusiveMinimum": 0},
+                    "tags": {"type": "array", "items": {"enum": ["gift", "bulk", None]}},
+                },
+                "required": ["quantity"],
+            },
+        },
+    },
+    "required": ["customer", "lines"],
+}
+
+
+@pytest.mark.parametrize("schema", [REVIEW_ASPECTS, ORDER_AUDIT], ids=["review", "order"])
+def test_nested_schemas_are_accepted_whole(schema: dict[str, Any]) -> None:
+    tool = {"name": "record", "input_schema": schema}
+    assert parse_declaration("t", with_(output_schema=schema)).output_schema == schema
+    assert parse_declaration("t", with_(tool=tool)).tool == ToolSpec("record", schema, None)
 
 
 def test_a_key_with_a_nul_character_is_refused() -> None:
