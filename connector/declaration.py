@@ -19,15 +19,19 @@ Cost controls (docs/costs.md), type-checked here and acted on elsewhere:
 - ``cache_ttl`` ("5m" or "1h", default "1h": a batch may take longer than five minutes).
 - ``cached_prefix`` (text, optional): a prefix shared by every row's user message, sent
   as its own cached content block before the prompt column's text.
+- ``pilot_stratify_by`` (text, optional): a column of the input model; ``enrich pilot``
+  gives each of its values its share of the sample (docs/pilots.md).
 
 The dbt package validates the same declarations with the same rules
 (``declaration_problem`` in macros/declaration.sql): what one accepts the other accepts,
 so the flagged views that build are exactly the enrichments sync submits. Beyond the
 JSON Schema meta-schema, both refuse what cannot safely reach SQL or the API: a NUL
 character or lone surrogate in any string or key, a key that is not a string, a number
-that is not finite, and in an object schema an empty property name, a property schema
-that is not a mapping, a ``minLength``/``maxLength`` that is not an integer, and a
-``required`` name that is not in ``properties``.
+that is not finite, and in an object schema, at every depth (validation checks nested
+objects and array items too): an empty property name, a property schema that is not a
+mapping, an ``items`` that is not a mapping, a ``minLength``/``maxLength``/
+``minItems``/``maxItems`` that is not an integer >= 0, and a ``required`` name that is
+not in ``properties``.
 """
 
 from __future__ import annotations
