@@ -5,16 +5,19 @@ calibrated estimate, then the switch, which sends only the rows not piloted."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import subprocess
 import sys
 from typing import Any
 
+from click.testing import CliRunner
 from harness.pipeline import Pipeline
 from harness.received import row_requests
 from harness.sync_process import HANG_GUARD_SECONDS
 
+from connector.cli import main
 from connector.commands import estimate
 from connector.pilot import pilot
 from connector.pilot_report import pilot_report
@@ -51,23 +54,14 @@ def _enriched(p: Pipeline) -> dict[int, tuple[Any, ...]]:
     return {int(r[0]): tuple(r[1:]) for r in rows}
 
 
-def _pilot_killed_after_create(p: Pipeline) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, BATCH_ENRICH_CRASH_AT="after_create")
+def _enrich(
+    p: Pipeline, *args: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATCH_ENRICH_CRASH_AT"}
+    if crash_at is not None:
+        env["BATCH_ENRICH_CRASH_AT"] = crash_at
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "connector",
-            "pilot",
-            "ticket_triage",
-            "--sample",
-            str(SAMPLE),
-            "--project-dir",
-            str(p.project),
-            "--target",
-            p.target,
-            "--json",
-        ],
+        [sys.executable, "-m", "connector", *args, "--project-dir", str(p.project), "-t", p.target],
         env=env,
         capture_output=True,
         text=True,
@@ -94,7 +88,9 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
 
     # killed right after its batch was created: the next run adopts that batch (its
     # marker), sends nothing again, and lands it
-    killed = _pilot_killed_after_create(p)
+    killed = _enrich(
+        p, "pilot", "ticket_triage", "--sample", str(SAMPLE), "--json", crash_at="after_create"
+    )
     assert killed.returncode == -9, killed.stdout + killed.stderr
     resumed = pilot(_settings(p), "ticket_triage", SAMPLE)
     assert resumed.sampled == SAMPLE and resumed.input_rows == TICKETS
@@ -131,6 +127,19 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
         if field != "summary":
             assert is_match == (live_value == pilot_value)
 
+    # the same, as `enrich pilot --report` prints it, for people and for machines
+    # (in this process: in-process dbt keeps the DuckDB file open)
+    cli = CliRunner()
+    args = ["pilot", "ticket_triage", "--report", "--project-dir", str(p.project), "-t", p.target]
+    shown = cli.invoke(main, args)
+    assert shown.exit_code == 0, shown.output
+    assert f"switching sends {TICKETS - SAMPLE} more rows" in shown.output
+    assert "agreement with what is live (v2)" in shown.output
+    as_json = cli.invoke(main, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    (shown_pilot,) = json.loads(as_json.output)["pilots"]
+    assert (shown_pilot["prompt_version"], shown_pilot["sampled_rows"]) == ("v2", SAMPLE)
+
     report = pilot_report(_settings(p), "ticket_triage")
     (summary,) = report.pilots
     assert summary.is_current and not summary.is_switched
@@ -163,6 +172,13 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
     outputs = [int(r[1]) for r in billed]
     assert statistics.pstdev(outputs) / statistics.mean(outputs) > 0.1  # varied lengths
     total = float(sum(r[0] for r in billed))
+    print(  # the figure, for the record (pytest -s)
+        f"[{p.target}] switch estimate after the pilot ${after.usd_expected:.6f}, "
+        f"billed ${total:.6f} ({after.usd_expected / total - 1:+.2%}); before the pilot "
+        f"${before.usd_expected:.6f} ({(before.usd_expected or 0) / total * 250 / 300 - 1:+.2%} "
+        f"scaled to the same rows); output tokens {statistics.mean(outputs):.1f} "
+        f"± {statistics.pstdev(outputs):.1f}"
+    )
     assert abs(after.usd_expected / total - 1) <= 0.10, (after.usd_expected, total)
 
     # switched: every row shows v2; the piloted rows show their pilot's result
