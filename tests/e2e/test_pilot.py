@@ -12,6 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from harness.pipeline import Pipeline
 from harness.received import row_requests
@@ -19,6 +20,7 @@ from harness.sync_process import HANG_GUARD_SECONDS
 
 from connector.cli import main
 from connector.commands import estimate
+from connector.errors import ConfigError
 from connector.pilot import pilot
 from connector.pilot_report import pilot_report
 from connector.settings import Settings
@@ -78,6 +80,10 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
     p.build(column_tests=False)
     live = _enriched(p)
     assert len(live) == TICKETS and all(v[3] == "v1" for v in live.values())
+
+    # a pilot of what is live already could not be told apart from it
+    with pytest.raises(ConfigError, match="prompt_version 'v1' is live already"):
+        pilot(_settings(p), "ticket_triage", SAMPLE)
 
     # the change to try: another system prompt, under a prompt_version of its own
     p.edit_declaration("ticket_triage", prompt_version="v2", system=NEW_SYSTEM)
