@@ -12,7 +12,7 @@
 -#}
 
 {% macro ledger_version() -%}
-    {{ return(4) }}
+    {{ return(5) }}
 {%- endmacro %}
 
 
@@ -261,6 +261,19 @@
     {%- do statements.append(
         'create index if not exists results_raw_landed_at on '
         ~ batch_enrich.ledger_relation('results_raw') ~ ' (landed_at)'
+    ) -%}
+    {#-
+        Version 5: the submit checks each chunk of flagged rows against the ledger by
+        key (connector queries.HISTORY): without these, every chunk read every request
+        of the enrichment, quadratic over a large submit.
+    -#}
+    {%- do statements.append(
+        'create index if not exists requests_key_lookup on '
+        ~ batch_enrich.ledger_relation('requests') ~ ' (enrichment, custom_id)'
+    ) -%}
+    {%- do statements.append(
+        'create index if not exists shared_keys_member_lookup on '
+        ~ batch_enrich.ledger_relation('shared_keys') ~ ' (member_custom_id)'
     ) -%}
     {%- do statements.append(batch_enrich.postgres__try_parse_json_function_ddl()) -%}
     {{- return(statements) -}}

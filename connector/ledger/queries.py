@@ -53,9 +53,24 @@ REPEATED_KEYS: Final = "select {columns} from {relation} group by {columns} havi
 
 SELECT_COLUMNS: Final = "select {columns} from {relation}"
 
+# Driven by the chunk's custom_ids (about 2,000): each branch looks its rows up by key
+# (Postgres: requests_key_lookup, shared_keys_member_lookup), so a chunk costs the same
+# whatever the ledger holds. (It used to filter every request of the enrichment and join
+# the chunk to that: a scan per chunk, quadratic over a million-row submit.)
 HISTORY: Final = """
 with wanted as (
     select unnest(%(ids)s::text[]) as custom_id, unnest(%(hashes)s::text[]) as request_hash
+),
+served as (
+    select q.submission_id, q.custom_id, w.custom_id as member_custom_id, q.request_hash
+    from wanted as w
+    join {requests} as q on q.enrichment = %(enrichment)s and q.custom_id = w.custom_id
+    union all
+    select s.submission_id, s.custom_id, s.member_custom_id, q.request_hash
+    from wanted as w
+    join {shared_keys} as s on s.member_custom_id = w.custom_id
+    join {requests} as q on q.submission_id = s.submission_id and q.custom_id = s.custom_id
+    where q.enrichment = %(enrichment)s
 )
 select w.custom_id,
        count(*) filter (
@@ -70,15 +85,7 @@ select w.custom_id,
            and (x.line -> 'result' -> 'error' -> 'error' ->> 'type') = any(%(terminal)s)
        ), false) as terminal
 from wanted as w
-join (
-    select q.submission_id, q.custom_id, q.custom_id as member_custom_id, q.request_hash
-    from {requests} as q where q.enrichment = %(enrichment)s
-    union all
-    select s.submission_id, s.custom_id, s.member_custom_id, q.request_hash
-    from {shared_keys} as s
-    join {requests} as q on q.submission_id = s.submission_id and q.custom_id = s.custom_id
-    where q.enrichment = %(enrichment)s
-) as r on r.member_custom_id = w.custom_id
+join served as r on r.member_custom_id = w.custom_id
 join {batches} as b on b.submission_id = r.submission_id
 left join {results_raw} as x on x.batch_id = b.batch_id and x.custom_id = r.custom_id
 group by w.custom_id

@@ -1,5 +1,6 @@
-"""An old ledger is upgraded in place by the next sync: version 1 (before cost controls)
-and version 3 (before batch tallies), whose landed batches status must still count."""
+"""An old ledger is upgraded in place by the next sync: version 1 (before cost controls,
+and without the indexes of version 5) and version 3 (before batch tallies), whose
+landed batches status must still count."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DOWNGRADE = (
     "drop table enrich.shared_keys",
     "drop table enrich.deferrals",
     "drop table enrich.batch_tallies",
+    "drop index if exists enrich.requests_key_lookup",
     "delete from enrich.ledger_version",
     "insert into enrich.ledger_version (version) values (1)",
 )
@@ -63,6 +65,12 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(
     assert enrich_env.fetch(
         "select sum(requests), sum(succeeded), sum(missing) from enrich.batch_tallies"
     ) == [(60, 60, 0)]
+    if isinstance(enrich_env, PostgresWarehouse):  # version 5: the submit's key lookups
+        assert enrich_env.fetch(
+            "select indexname from pg_indexes where schemaname = 'enrich' "
+            "and indexname in ('requests_key_lookup', 'shared_keys_member_lookup') "
+            "order by indexname"
+        ) == [("requests_key_lookup",), ("shared_keys_member_lookup",)]
 
 
 def test_status_counts_landed_batches_whether_or_not_they_are_tallied(
