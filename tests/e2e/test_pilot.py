@@ -87,7 +87,7 @@ def test_pilot_compares_without_touching_enriched_and_the_switch_sends_only_the_
 
     # the change to try: another system prompt, under a prompt_version of its own
     p.edit_declaration("ticket_triage", prompt_version="v2", system=NEW_SYSTEM)
-    p.build(column_tests=False)
+    p.dbt("run", "--select", "ticket_triage__flagged")  # what a pilot and estimate read
     assert len(p.flagged("ticket_triage")) == TICKETS  # all prompt_changed: nothing sent yet
     before = estimate(_settings(p))[0]
     assert before.advice is not None and "enrich pilot ticket_triage" in before.advice
