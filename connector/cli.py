@@ -192,40 +192,51 @@ def estimate_options(func: F) -> F:
     return func
 
 
+def poll_options(func: F) -> F:
+    """Waiting, polling and the sync guard: `sync` and `pilot` (one pass of each holds
+    the guard and lands what ended)."""
+    options = [
+        click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight."),
+        click.option(
+            "--poll-interval",
+            type=click.FloatRange(min=0),
+            default=30.0,
+            show_default=True,
+            help="Seconds between retrieves of one batch (at most one per batch per interval).",
+        ),
+        click.option(
+            "--max-wait",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="With --wait, give up after this many seconds (exit 1).",
+        ),
+        click.option(
+            "--reconcile-grace",
+            type=click.FloatRange(min=0),
+            default=120.0,
+            show_default=True,
+            help="Seconds before an intent whose create answer was lost, with no batch "
+            "carrying its marker on the API, is abandoned and its rows released (counted "
+            "from the first sync that finds it unresolved).",
+        ),
+        click.option(
+            "--lock-wait",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            show_default=True,
+            help="Seconds to wait for another sync of the same ledger to finish; after "
+            "that, exit 5 having changed nothing.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @project_options
-@click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight.")
-@click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds between retrieves of one batch (at most one per batch per interval).",
-)
+@poll_options
 @click.option("--dry-run", is_flag=True, help="Show what would be submitted; change nothing.")
-@click.option(
-    "--max-wait",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="With --wait, give up after this many seconds (exit 1).",
-)
-@click.option(
-    "--reconcile-grace",
-    type=click.FloatRange(min=0),
-    default=120.0,
-    show_default=True,
-    help="Seconds before an intent whose create answer was lost, with no batch carrying "
-    "its marker on the API, is abandoned and its rows released (counted from the first "
-    "sync that finds it unresolved).",
-)
-@click.option(
-    "--lock-wait",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for another sync of the same ledger to finish; after that, "
-    "exit 5 having changed nothing.",
-)
 @click.option(
     "--max-usd",
     type=click.FloatRange(min=0),
@@ -628,35 +639,7 @@ def run_command(
     show_default=True,
     help="Rows in the pilot's sample (the same rows every time; a second run tops it up).",
 )
-@click.option("--wait", is_flag=True, help="Block, polling, until nothing is in flight.")
-@click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds between retrieves of one batch.",
-)
-@click.option(
-    "--max-wait",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="With --wait, give up after this many seconds (exit 1).",
-)
-@click.option(
-    "--lock-wait",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for a sync of the same ledger to finish; then exit 5.",
-)
-@click.option(
-    "--reconcile-grace",
-    type=click.FloatRange(min=0),
-    default=120.0,
-    show_default=True,
-    help="As for `enrich sync`: seconds before an intent whose create answer was lost is "
-    "abandoned.",
-)
+@poll_options
 @click.option(
     "--report",
     is_flag=True,
