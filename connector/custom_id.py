@@ -118,6 +118,20 @@ def encoded_custom_id(values: Sequence[object]) -> str:
 
 def custom_id_for(values: Sequence[object]) -> str:
     """The custom_id of a row whose key column values are ``values`` (in key order)."""
+    if len(values) == 1 and not isinstance(values, str | bytes):
+        # the common keys, without the canonical list: an int's text always matches
+        # (digits and '-'); a str is verbatim when it matches and has no `be-` prefix
+        value = values[0]
+        if type(value) is int:
+            text = str(value)
+            if len(text) <= 64:
+                return text
+        elif (
+            type(value) is str
+            and CUSTOM_ID_RE.fullmatch(value)
+            and not value.startswith(ENCODED_PREFIX)
+        ):
+            return value
     canonical = _canonical_values(values)  # validates every value, whichever branch
     if len(canonical) == 1:
         text = _text(canonical[0])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -197,24 +197,26 @@ def request_byte_limit(decl: Declaration) -> int:
     return decl.max_batch_bytes - BODY_ENVELOPE_BYTES
 
 
-@dataclass(frozen=True)
 class PreparedRequest:
-    """A row ready to be written into a batch body."""
+    """A row ready to be written into a batch body: its custom_id and its line (the
+    request element as sent). The params are decoded from the line when asked for."""
 
-    custom_id: str
-    params: dict[str, object] = field(hash=False)
-    line: bytes
+    __slots__ = ("custom_id", "line", "max_tokens")
+
+    def __init__(self, custom_id: str, line: bytes, max_tokens: int) -> None:
+        self.custom_id = custom_id
+        self.line = line
+        self.max_tokens = max_tokens  # what is sent (the view's override, or the declaration's)
 
     @property
     def size(self) -> int:
         return len(self.line)
 
     @property
-    def max_tokens(self) -> int:
-        """The ``max_tokens`` sent (the view's override, or the declaration's)."""
-        tokens = self.params["max_tokens"]
-        assert isinstance(tokens, int)
-        return tokens
+    def params(self) -> dict[str, object]:
+        """The Messages params, decoded again from the line."""
+        params: dict[str, object] = orjson.loads(self.line)["params"]
+        return params
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,103 @@ class Rejection:
 
     key: dict[str, Any] = field(hash=False)
     reason: str
+
+
+#: Stands for the prompt while a line's template is encoded; its JSON text (NULs are
+#: escaped) is then cut out, and each row's encoded prompt put in its place.
+_PROMPT_SLOT = "\x00batch-enrich prompt slot\x00"
+_MAX_TOKENS_MEMO = 1024
+
+
+class RequestEncoder:
+    """``prepare_request`` for the rows of one declaration, at the cost of encoding the
+    prompt and the custom_id: the rest of each line (model, system prompt, schemas,
+    cache markers) is encoded once per ``max_tokens`` value, and each row's line is
+    joined from those bytes, byte for byte what ``encode_request_line`` writes."""
+
+    def __init__(self, decl: Declaration, byte_limit: int | None = None) -> None:
+        self.decl = decl
+        self.limit = request_byte_limit(decl) if byte_limit is None else byte_limit
+        # max_tokens sent -> (the line before the custom_id's JSON, between it and the
+        # prompt's JSON, after it); None where the slot is not found exactly once
+        self._templates: dict[int, tuple[bytes, bytes, bytes] | None] = {}
+        # the view's max_tokens value -> the tokens sent, or the reason it is refused
+        self._overrides: dict[tuple[type, object], int | str] = {}
+
+    def _template(self, tokens: int) -> tuple[bytes, bytes, bytes] | None:
+        if tokens not in self._templates:
+            params = build_params(self.decl, _PROMPT_SLOT, tokens)
+            line = encode_request_line("", params)
+            slot = orjson.dumps(_PROMPT_SLOT)
+            head = b'{"custom_id":""'
+            if line.count(slot) != 1 or not line.startswith(head):
+                self._templates[tokens] = None
+            else:
+                before, after = line[len(head) :].split(slot)
+                self._templates[tokens] = (b'{"custom_id":', before, after)
+        return self._templates[tokens]
+
+    def _tokens(self, value: object) -> int | str:
+        """The max_tokens sent for the view's value, or why the value is refused."""
+        memo = (type(value), value)
+        known = self._overrides.get(memo)
+        if known is not None:
+            return known
+        reason = check_max_tokens(value, self.decl.model, declared=self.decl.max_tokens)
+        tokens = _whole_number(value)
+        result: int | str = tokens if reason is None and tokens is not None else reason or ""
+        if len(self._overrides) < _MAX_TOKENS_MEMO:
+            self._overrides[memo] = result
+        return result
+
+    def prepare(
+        self, values: Sequence[object], prompt: object, max_tokens: object = None
+    ) -> PreparedRequest | Rejection:
+        """One flagged row (its key values in ``decl.primary_key`` order) → its request,
+        or the reason it is rejected."""
+        decl = self.decl
+
+        def rejected(reason: str) -> Rejection:
+            return Rejection(dict(zip(decl.primary_key, values, strict=True)), reason)
+
+        reason = _check_values(decl.primary_key, values, prompt, decl.prompt_column)
+        if reason is not None:
+            return rejected(reason)
+        assert isinstance(prompt, str)  # _check_values guarantees it
+        tokens = decl.max_tokens
+        if max_tokens is not None:
+            checked = self._tokens(max_tokens)
+            if isinstance(checked, str):
+                return rejected(checked)
+            tokens = checked
+        try:
+            custom_id = custom_id_for(values)
+        except (TypeError, ValueError) as exc:
+            return rejected(f"primary key cannot be encoded: {exc}")
+        template = self._template(tokens)
+        try:
+            if template is None:
+                line = encode_request_line(custom_id, build_params(decl, prompt, tokens))
+            else:
+                head, middle, tail = template
+                line = b"".join((head, orjson.dumps(custom_id), middle, orjson.dumps(prompt), tail))
+        except orjson.JSONEncodeError as exc:
+            return rejected(f"request cannot be encoded as JSON: {exc}")
+        if len(line) > self.limit:
+            return rejected(check_size(line, self.limit) or "")
+        return PreparedRequest(custom_id, line, tokens)
+
+
+def _check_values(
+    columns: Sequence[str], values: Sequence[object], prompt: object, prompt_column: str
+) -> str | None:
+    """``check_row`` for key values given in column order (no dict per row)."""
+    for value in values:
+        if value is None or (type(value) is str and NUL in value):
+            return check_row(dict(zip(columns, values, strict=True)), prompt, prompt_column)
+    if type(prompt) is not str or not prompt or prompt.isspace() or NUL in prompt:
+        return check_row(dict(zip(columns, values, strict=True)), prompt, prompt_column)
+    return None
 
 
 def prepare_request(
@@ -238,34 +337,10 @@ def prepare_request(
     ``key`` maps each of ``decl.primary_key``'s columns to the row's value;
     ``max_tokens`` is the flagged view's value as read (None: the declaration's), checked
     by ``check_max_tokens``; ``byte_limit`` defaults to what fits in one batch body of
-    ``decl.max_batch_bytes``.
+    ``decl.max_batch_bytes``. For many rows, use one ``RequestEncoder``.
     """
-    key_dict = dict(key)
-    missing = [c for c in decl.primary_key if c not in key_dict]
+    missing = [c for c in decl.primary_key if c not in key]
     if missing:
         raise ValueError(f"row has no value for key column(s) {missing}")
-    ordered = {c: key_dict[c] for c in decl.primary_key}
-    reason = check_row(ordered, prompt, decl.prompt_column)
-    if reason is not None:
-        return Rejection(ordered, reason)
-    assert isinstance(prompt, str)  # check_row guarantees it
-    tokens: int | None = None
-    if max_tokens is not None:
-        reason = check_max_tokens(max_tokens, decl.model, declared=decl.max_tokens)
-        if reason is not None:
-            return Rejection(ordered, reason)
-        tokens = _whole_number(max_tokens)
-    try:
-        custom_id = custom_id_for(list(ordered.values()))
-    except (TypeError, ValueError) as exc:
-        return Rejection(ordered, f"primary key cannot be encoded: {exc}")
-    params = build_params(decl, prompt, tokens)
-    try:
-        line = encode_request_line(custom_id, params)
-    except orjson.JSONEncodeError as exc:
-        return Rejection(ordered, f"request cannot be encoded as JSON: {exc}")
-    limit = request_byte_limit(decl) if byte_limit is None else byte_limit
-    reason = check_size(line, limit)
-    if reason is not None:
-        return Rejection(ordered, reason)
-    return PreparedRequest(custom_id=custom_id, params=params, line=line)
+    values = [key[c] for c in decl.primary_key]
+    return RequestEncoder(decl, byte_limit).prepare(values, prompt, max_tokens)

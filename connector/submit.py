@@ -15,12 +15,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
 import orjson
 
-from connector.api import BatchApi
+from connector.api import BatchApi, RemoteBatch
 from connector.crashpoints import crash_point
 from connector.custom_id import canonical_value, custom_id_for
 from connector.declaration import MAX_REQUESTS_PER_BATCH
@@ -38,13 +39,14 @@ from connector.marker import marker_custom_id, marker_line
 from connector.policy import BatchStatus, RowHistory, skip_reason
 from connector.project import Enrichment
 from connector.reconcile import reconcile_submitting
-from connector.requests import Rejection, fallback_request_hash, prepare_request
+from connector.requests import Rejection, RequestEncoder, fallback_request_hash
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OPTIONAL_COLUMNS = ("request_hash", "input_hash", "flag_reason", "max_tokens")
 PILOT_FLAG = "pilot"  # requests.flag_reason of every request `enrich pilot` sends
+_BODY_WRITE_BYTES = 1 << 20  # a batch body is written to its file in pieces of ~1 MB
 
 
 @dataclass
@@ -87,10 +89,11 @@ class _BatchBody:
     def __init__(self, model: str) -> None:
         self.submission_id = "sub_" + uuid.uuid4().hex
         self.marker = marker_custom_id(self.submission_id)
-        # closed by _Submitter.flush once the create call is over
+        # closed once the create call is over (_Submitter.settle)
         self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         marker = marker_line(self.marker, model)
-        self.file.write(b'{"requests":[' + marker)
+        self._parts: list[bytes] = [b'{"requests":[' + marker]
+        self._buffered = len(self._parts[0])
         self.size = len(b'{"requests":[]}') + len(marker)
         self.records: list[RequestRecord] = []
         self.custom_ids: set[str] = set()
@@ -105,14 +108,22 @@ class _BatchBody:
     def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
         if identity is not None:
             self.senders[identity] = record
-        self.file.write(b",")
-        self.size += 1
-        self.file.write(line)
-        self.size += len(line)
+        self._parts.append(line)
+        self._buffered += len(line) + 1
+        self.size += len(line) + 1
         self.records.append(record)
         self.custom_ids.add(record.custom_id)
+        if self._buffered >= _BODY_WRITE_BYTES:
+            self._write()
+
+    def _write(self) -> None:
+        """Write the lines gathered so far, comma-separated, in one call."""
+        if self._parts:
+            self.file.write(b",".join(self._parts))
+            self._parts, self._buffered = [b""], 0
 
     def finish(self) -> IO[bytes]:
+        self._write()
         self.file.write(b"]}")
         self.file.flush()
         self.file.seek(0)
@@ -120,7 +131,27 @@ class _BatchBody:
 
 
 @dataclass
+class _Creating:
+    """The create call of one recorded intent, running on the creator thread."""
+
+    body: _BatchBody
+    stream: IO[bytes]
+    call: Future[RemoteBatch]
+    attempt: int = 1
+
+
+@dataclass
 class _Submitter:
+    """Batches of rows, each recorded as an intent, then created.
+
+    A create runs on a thread of its own while the next batch is read, built and
+    encoded (at most one create in flight): against the API a create is the upload of up
+    to 256 MB and the API's own work, and it would otherwise add to the time of every
+    batch. Every ledger write stays on the calling thread and in the same order: intent
+    committed, create fenced (`mark_create_started`), create called, its outcome
+    recorded before the next intent is recorded.
+    """
+
     ledger: Ledger
     api: BatchApi | None  # None in dry runs
     enrichment: Enrichment
@@ -130,6 +161,8 @@ class _Submitter:
 
     def __post_init__(self) -> None:
         self.body = _BatchBody(self.enrichment.declaration.model)
+        self._creating: _Creating | None = None
+        self._creator: ThreadPoolExecutor | None = None
 
     def add(self, record: RequestRecord, line: bytes, identity: bytes | None = None) -> None:
         decl = self.enrichment.declaration
@@ -143,70 +176,110 @@ class _Submitter:
         self.body.add(record, line, identity)
 
     def flush(self) -> None:
+        """Send the open batch (its create may still run when this returns)."""
         body, self.body = self.body, _BatchBody(self.enrichment.declaration.model)
+        self.settle()  # one create at a time, and its outcome recorded first
         if not body.records or self.report.stopped:
             body.file.close()
             return
         try:
-            self._create(body)
-        finally:
+            self._start(body)
+        except BaseException:
             body.file.close()
+            raise
 
-    def _create(self, body: _BatchBody) -> None:
+    def close(self) -> None:
+        """Wait for the create in flight, if any, record its outcome, and stop the
+        creator thread. Safe to call after an error: a create is never left running
+        unrecorded while this sync still holds the guard."""
+        try:
+            self.settle()
+        finally:
+            if self._creator is not None:
+                self._creator.shutdown(wait=True)
+                self._creator = None
+
+    def _start(self, body: _BatchBody) -> None:
         name = self.enrichment.name
-        n = len(body.records)
-        shared = sum(len(r.shared or ()) for r in body.records)
-        estimated = sum(r.estimated_usd or 0.0 for r in body.records)
         if self.api is None:  # dry run
+            n = len(body.records)
             self.report.submitted += n
-            self.report.shared += shared
-            self.report.estimated_usd += estimated
+            self.report.shared += sum(len(r.shared or ()) for r in body.records)
+            self.report.estimated_usd += sum(r.estimated_usd or 0.0 for r in body.records)
+            body.file.close()
             return
         sid = body.submission_id
         self.ledger.record_intent(sid, name, body.size, body.records, marker=body.marker)
         crash_point("after_intent")
-        stream = body.finish()
-        for attempt in range(1, self.settings.create_attempts + 1):
-            # the fence: only the holder of the sync guard creates, and only for an
-            # intent still `submitting`; from this commit on, a batch may exist
-            self.ledger.mark_create_started(sid)
-            crash_point("before_create")
-            try:
-                remote = self.api.create(stream)
-                break
-            except RateLimitedError as exc:
-                if attempt == self.settings.create_attempts:
-                    self._abandon(sid, f"rate limited {attempt} times: {exc}")
-                    return
-                log.warning(
-                    "enrichment=%s create rate limited; waiting %.1fs", name, exc.retry_after
-                )
-                time.sleep(exc.retry_after)
-                stream.seek(0)
-            except (CreateRejectedError, AccountError) as exc:
-                self._abandon(sid, str(exc))
-                if isinstance(exc, AccountError):
-                    raise
+        self._launch(body, body.finish(), attempt=1)
+
+    def _launch(self, body: _BatchBody, stream: IO[bytes], attempt: int) -> None:
+        assert self.api is not None
+        # the fence: only the holder of the sync guard creates, and only for an intent
+        # still `submitting`; from this commit on, a batch may exist
+        self.ledger.mark_create_started(body.submission_id)
+        crash_point("before_create")
+        if self._creator is None:
+            self._creator = ThreadPoolExecutor(1, thread_name_prefix="batch-enrich-create")
+        call = self._creator.submit(self.api.create, stream)
+        self._creating = _Creating(body, stream, call, attempt)
+
+    def settle(self) -> None:
+        """Wait for the create in flight, if any, and record its outcome."""
+        creating, self._creating = self._creating, None
+        if creating is None:
+            return
+        try:
+            self._settle(creating)
+        finally:
+            if self._creating is None:  # not relaunched after a rate limit
+                creating.body.file.close()
+
+    def _settle(self, creating: _Creating) -> None:
+        assert self.api is not None
+        name, body = self.enrichment.name, creating.body
+        sid = body.submission_id
+        try:
+            remote = creating.call.result()
+        except RateLimitedError as exc:
+            if creating.attempt >= self.settings.create_attempts:
+                self._abandon(sid, f"rate limited {creating.attempt} times: {exc}")
                 return
-            except CreateOutcomeUnknownError as exc:
-                log.warning("enrichment=%s submission=%s %s", name, sid, exc)
-                self.report.stopped = f"create outcome unknown ({exc})"
-                reconcile_submitting(self.ledger, self.api, self.settings)
-                return
+            log.warning("enrichment=%s create rate limited; waiting %.1fs", name, exc.retry_after)
+            time.sleep(exc.retry_after)
+            creating.stream.seek(0)
+            self._launch(body, creating.stream, creating.attempt + 1)
+            self.settle()
+            return
+        except (CreateRejectedError, AccountError) as exc:
+            self._abandon(sid, str(exc))
+            if isinstance(exc, AccountError):
+                raise
+            return
+        except CreateOutcomeUnknownError as exc:
+            log.warning("enrichment=%s submission=%s %s", name, sid, exc)
+            self.report.stopped = f"create outcome unknown ({exc})"
+            reconcile_submitting(self.ledger, self.api, self.settings)
+            return
         crash_point("after_create")
+        self._created(body, remote.id)
+
+    def _created(self, body: _BatchBody, batch_id: str) -> None:
+        assert self.api is not None
+        name, sid, n = self.enrichment.name, body.submission_id, len(body.records)
         try:
             self.ledger.transition(
-                sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=remote.id
+                sid, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, batch_id=batch_id
             )
         except LedgerError as exc:
-            self._orphaned(self.api, sid, remote.id, n, exc)
+            self._orphaned(self.api, sid, batch_id, n, exc)
             return
         self.report.submitted += n
-        self.report.shared += shared
-        self.report.estimated_usd += estimated
-        self.report.batches.append(remote.id)
-        log.info("enrichment=%s batch_id=%s submitted %d requests", name, remote.id, n)
-        self.on_progress(f"{name}: submitted {remote.id} ({n} requests)")
+        self.report.shared += sum(len(r.shared or ()) for r in body.records)
+        self.report.estimated_usd += sum(r.estimated_usd or 0.0 for r in body.records)
+        self.report.batches.append(batch_id)
+        log.info("enrichment=%s batch_id=%s submitted %d requests", name, batch_id, n)
+        self.on_progress(f"{name}: submitted {batch_id} ({n} requests)")
 
     def _orphaned(self, api: BatchApi, sid: str, batch_id: str, n: int, exc: LedgerError) -> None:
         """The batch exists but its intent is no longer ours to complete (abandoned
@@ -287,26 +360,28 @@ def pending_requests(
     columns = _flagged_columns(ledger, enrichment)
     idx = {c: i for i, c in enumerate(columns)}
     nkey = len(decl.primary_key)
+    hash_at, input_at, flag_at, tokens_at = (idx.get(c) for c in OPTIONAL_COLUMNS)
+    encoder = RequestEncoder(decl)
     duplicates = {tuple(k) for k in ledger.duplicate_keys(enrichment.flagged, decl.primary_key)}
     for chunk in ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows):
         prepared_rows: list[Pending] = []
         for row in chunk:
-            if pilot is not None and _row_custom_id(row[:nkey]) not in pilot:
+            values = row[:nkey]
+            if pilot is not None and _row_custom_id(values) not in pilot:
                 continue
             report.flagged += 1
-            key = dict(zip(decl.primary_key, row[:nkey], strict=True))
-            override = row[idx["max_tokens"]] if "max_tokens" in idx else None
-            prepared = prepare_request(decl, key, row[nkey], max_tokens=override)
+            override = None if tokens_at is None else row[tokens_at]
+            prepared = encoder.prepare(values, row[nkey], override)
             if isinstance(prepared, Rejection):
                 report.rejected.append((_safe_key_json(prepared.key), prepared.reason))
                 continue
-            key_json = _key_json(decl.primary_key, row[:nkey])
-            if tuple(row[:nkey]) in duplicates:
+            key_json = _key_json(decl.primary_key, values)
+            if duplicates and values in duplicates:
                 report.rejected.append((key_json, "primary key repeated in the flagged view"))
                 continue
-            request_hash = row[idx["request_hash"]] if "request_hash" in idx else None
-            input_hash = row[idx["input_hash"]] if "input_hash" in idx else None
-            flag = row[idx["flag_reason"]] if "flag_reason" in idx else None
+            request_hash = None if hash_at is None else row[hash_at]
+            input_hash = None if input_at is None else row[input_at]
+            flag = None if flag_at is None else row[flag_at]
             record = RequestRecord(
                 custom_id=prepared.custom_id,
                 primary_key_json=key_json,
@@ -390,21 +465,25 @@ def submit_enrichment(
     report = SubmitReport(enrichment=enrichment.name)
     sub = _Submitter(ledger, api, enrichment, settings, report, on_progress)
     dedupe = _Dedupe(sub)
-    for ready in pending_requests(ledger, enrichment, settings, report, pilot=pilot):
-        for p in ready:
-            if only is not None and p.record.custom_id not in only:
-                report.held_back += 1
-                continue
-            if p.dedupe_key is not None and dedupe.rides(p):
-                continue
-            p.record.estimated_usd = cost(p.record)
-            sub.add(p.record, p.line, p.dedupe_key)
-            dedupe.sent(p)
-        if report.stopped:
-            break
+    try:
+        for ready in pending_requests(ledger, enrichment, settings, report, pilot=pilot):
+            for p in ready:
+                if only is not None and p.record.custom_id not in only:
+                    report.held_back += 1
+                    continue
+                if p.dedupe_key is not None and dedupe.rides(p):
+                    continue
+                p.record.estimated_usd = cost(p.record)
+                sub.add(p.record, p.line, p.dedupe_key)
+                dedupe.sent(p)
+            if report.stopped:
+                break
+            dedupe.attach()
+        sub.flush()
+        sub.settle()
         dedupe.attach()
-    sub.flush()
-    dedupe.attach()
+    finally:
+        sub.close()
     if report.rejected and api is not None:
         ledger.record_rejections(enrichment.name, report.rejected)
         for rejected_key, why in report.rejected[:20]:
@@ -480,7 +559,10 @@ class _Dedupe:
         self.open_keys.append(p.dedupe_key)
 
     def attach(self) -> None:
-        """Write the riders of requests already recorded, in one committed write."""
+        """Write the riders of requests already recorded, in one committed write (once
+        the create in flight, whose requests they may ride on, has its outcome)."""
+        if self.joined or self.late:
+            self.sub.settle()
         rows, self.joined = self.joined, []
         if self.late:
             late, self.late = self.late, []

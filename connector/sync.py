@@ -347,14 +347,22 @@ def request_cost(
         tokens, output = calibrated_models(calibration, enrichment.declaration.prompt_version)
         return uncounted_token_model(tokens), output
 
+    known: dict[tuple[int, int], float] = {}  # rows of one size cost the same
+
     def cost(record: RequestRecord) -> float | None:
         if price is None:
             return None
-        model, output = models()
-        return price.cost(
-            input_tokens=model.tokens(record.params_bytes),
-            output_tokens=output.expected(record.max_tokens),
-        )
+        size = (record.params_bytes, record.max_tokens)
+        usd = known.get(size)
+        if usd is None:
+            model, output = models()
+            usd = price.cost(
+                input_tokens=model.tokens(record.params_bytes),
+                output_tokens=output.expected(record.max_tokens),
+            )
+            if len(known) < 100_000:
+                known[size] = usd
+        return usd
 
     return cost
 
