@@ -50,13 +50,10 @@ class Call:
             raise ApiError(400, f"The request body is not valid JSON: {error}") from None
 
 
-_LARGE_BODY_BYTES = 1 << 20
-
-
 def _create(handler: Handler, call: Call) -> None:
     engine = handler.engine
     version = handler.headers.get("anthropic-version")
-    with gc_paused(len(call.body) >= _LARGE_BODY_BYTES):
+    with engine.processor.giving_way(), gc_paused(len(call.body) >= _LARGE_BODY_BYTES):
         batch = engine.create(call.json(), anthropic_version=version, beta=call.beta)
     if engine.faults.call_fault("create_no_answer"):
         handler.abort()
