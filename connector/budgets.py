@@ -10,13 +10,15 @@ fit stops the selection, so no younger row overtakes an older one.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from connector.declaration import Declaration
-from connector.estimate import OutputModel, PendingRow
+from connector.estimate import CustomIds, OutputModel, PendingRow, PendingRows
 from connector.ledger.base import Ledger
 from connector.pricing import Price
 from connector.settings import Settings
@@ -103,18 +105,83 @@ class RunBudget:
         return min(limits, key=lambda lim: lim.usd) if limits else None
 
 
-def oldest_first(rows: Sequence[PendingRow], deferred: Mapping[str, datetime]) -> list[PendingRow]:
-    """Rows held back before (by when they first were), then the rest in view order."""
+def oldest_first(
+    rows: Sequence[PendingRow], deferred: Mapping[str, datetime]
+) -> Sequence[PendingRow]:
+    """Rows held back before (by when they first were), then the rest in view order.
+
+    Of PendingRows, an ordered view that holds positions only (8 bytes a row held back
+    before, 1 a row), not the rows."""
+    if isinstance(rows, PendingRows):
+        return _Reordered(rows, deferred)
     before = sorted(
         (r for r in rows if r.custom_id in deferred), key=lambda r: deferred[r.custom_id]
     )
     return before + [r for r in rows if r.custom_id not in deferred]
 
 
+class _Reordered(Sequence[PendingRow]):
+    def __init__(self, rows: PendingRows, deferred: Mapping[str, datetime]) -> None:
+        self._rows = rows
+        first = [i for i, cid in enumerate(rows.custom_ids) if cid in deferred] if deferred else []
+        first.sort(key=lambda i: deferred[rows.custom_ids[i]])  # stable: view order on ties
+        self._first = array("q", first)
+        self._moved = bytearray(len(rows))
+        for i in self._first:
+            self._moved[i] = 1
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> PendingRow:  # type: ignore[override]
+        if i < 0:
+            i += len(self)
+        return next(itertools.islice(iter(self), i, None))  # iteration is the hot path
+
+    def __iter__(self) -> Iterator[PendingRow]:
+        rows, moved = self._rows, self._moved
+        for i in self._first:
+            yield rows[i]
+        if not self._first:
+            yield from rows
+            return
+        for i, row in enumerate(rows):
+            if not moved[i]:
+                yield row
+
+
+class ChosenCosts(Mapping[str, float]):
+    """custom_id -> estimate of the rows a budget lets through (riders: 0), in the order
+    they were chosen; compact (CustomIds and an array of costs) for a million rows."""
+
+    def __init__(self) -> None:
+        self._ids = CustomIds()
+        self._costs = array("d")
+
+    def add(self, custom_id: str, cost: float) -> None:
+        self._ids.append(custom_id)
+        self._costs.append(cost)
+
+    def __getitem__(self, custom_id: str) -> float:
+        i = self._ids.position(custom_id)
+        if i < 0:
+            raise KeyError(custom_id)
+        return self._costs[i]
+
+    def __contains__(self, custom_id: object) -> bool:
+        return custom_id in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 @dataclass
 class Selection:
-    costs: dict[str, float]  # custom_id → estimate, of the rows that fit (riders: 0)
-    held_back: list[str]
+    costs: ChosenCosts  # custom_id → estimate, of the rows that fit (riders: 0)
+    held_back: CustomIds
     total_usd: float  # everything pending, expected (each dedupe key once)
     # dedupe: custom_id → key of the rows that fit, and each key's cost (paid once)
     keys: dict[str, bytes] = field(default_factory=dict)
@@ -129,7 +196,7 @@ class Selection:
 
 
 def select_within(
-    rows: Sequence[PendingRow], price: Price, output: OutputModel, limit_usd: float
+    rows: Iterable[PendingRow], price: Price, output: OutputModel, limit_usd: float
 ) -> Selection:
     """The longest oldest-first prefix whose estimates fit in `limit_usd`.
 
@@ -138,18 +205,18 @@ def select_within(
     is sent is never held back, and a rider of one held back waits too). Rows that
     share a request already in flight or succeeded (`joins`) cost nothing and always go.
     """
-    selection = Selection({}, [], 0.0)
+    selection = Selection(ChosenCosts(), CustomIds(), 0.0)
     decided: dict[bytes, bool] = {}  # dedupe key -> whether its request fits
     spent = 0.0
     full = False
     for row in rows:
         key = row.dedupe_key
         if row.joins:
-            selection.costs[row.custom_id] = 0.0
+            selection.costs.add(row.custom_id, 0.0)
             continue
         if key is not None and key in decided:
             if decided[key]:
-                selection.costs[row.custom_id] = 0.0
+                selection.costs.add(row.custom_id, 0.0)
                 selection.keys[row.custom_id] = key
             else:
                 selection.held_back.append(row.custom_id)
@@ -159,7 +226,7 @@ def select_within(
         fits = not full and spent + cost <= limit_usd
         if fits:
             spent += cost
-            selection.costs[row.custom_id] = cost
+            selection.costs.add(row.custom_id, cost)
         else:
             full = True
             selection.held_back.append(row.custom_id)

@@ -12,11 +12,14 @@ seed at batch prices, every input token at the uncached price.
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import overload
 
 from connector.api import BatchApi
 from connector.errors import ConfigError, TransientApiError
@@ -68,6 +71,156 @@ class PendingRow:
     joins: bool = False
 
 
+def _position(i: int, length: int) -> int:
+    """A sequence index, negative ones counted from the end; IndexError out of range."""
+    position = i + length if i < 0 else i
+    if not 0 <= position < length:
+        raise IndexError(i)
+    return position
+
+
+class CustomIds(Sequence[str]):
+    """custom_ids, appended in order, kept as one ASCII blob (about 12 bytes an id where a
+    list of str takes about 65), with an exact lookup of an id's position built on first
+    use (an open-addressing table of positions, 16 bytes an id). custom_ids are ASCII
+    by construction (`^[a-zA-Z0-9_-]{1,64}$`)."""
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._blob = bytearray()
+        self._ends = array("q")
+        self._table: array[int] | None = None
+        for custom_id in ids:
+            self.append(custom_id)
+
+    def append(self, custom_id: str) -> None:
+        self._blob += custom_id.encode("ascii")
+        self._ends.append(len(self._blob))
+        self._table = None
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _raw(self, i: int) -> bytes:
+        return bytes(self._blob[self._ends[i - 1] if i else 0 : self._ends[i]])
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._raw(_position(i, len(self))).decode("ascii")
+
+    def __iter__(self) -> Iterator[str]:
+        start = 0
+        blob = self._blob
+        for end in self._ends:
+            yield blob[start:end].decode("ascii")
+            start = end
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CustomIds({list(self)!r})"
+
+    def position(self, custom_id: str) -> int:
+        """Where custom_id was appended first, or -1."""
+        if self._table is None:
+            self._table = self._build()
+        table, mask = self._table, len(self._table) - 1
+        raw = custom_id.encode("ascii", "replace")
+        slot = hash(raw) & mask
+        while (i := table[slot]) >= 0:
+            if self._raw(i) == raw:
+                return i
+            slot = (slot + 1) & mask
+        return -1
+
+    def __contains__(self, custom_id: object) -> bool:
+        return isinstance(custom_id, str) and self.position(custom_id) >= 0
+
+    def _build(self) -> array[int]:
+        size = 8
+        while size < 2 * len(self):
+            size *= 2
+        table, mask = array("q", [-1]) * size, size - 1
+        start = 0
+        for i, end in enumerate(self._ends):
+            raw = bytes(self._blob[start:end])
+            start = end
+            slot = hash(raw) & mask
+            while table[slot] >= 0:
+                if self._raw(table[slot]) == raw:
+                    break  # a repeated id: the first position answers
+                slot = (slot + 1) & mask
+            else:
+                table[slot] = i
+        return table
+
+
+class PendingRows(Sequence[PendingRow]):
+    """The sendable rows of an estimate, column by column: about 40 bytes a row, where
+    PendingRow objects take about 250, so that a budget over a million flagged rows
+    stays in bounded memory. Indexing builds a PendingRow (a copy: change its tokens
+    with `set_tokens`)."""
+
+    def __init__(self, rows: Iterable[PendingRow] = ()) -> None:
+        self.custom_ids = CustomIds()
+        self._params_bytes = array("q")
+        self._max_tokens = array("q")
+        self._tokens = array("d")  # nan: not known yet
+        self._flags = bytearray()  # 1: rides, 2: joins
+        self._keys: dict[int, bytes] = {}  # dedupe keys, by position
+        for row in rows:
+            self.append(row)
+
+    def append(self, row: PendingRow) -> None:
+        if row.dedupe_key is not None:
+            self._keys[len(self._flags)] = row.dedupe_key
+        self.custom_ids.append(row.custom_id)
+        self._params_bytes.append(row.params_bytes)
+        self._max_tokens.append(row.max_tokens)
+        self._tokens.append(math.nan if row.tokens is None else row.tokens)
+        self._flags.append(row.rides | row.joins << 1)
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    @overload
+    def __getitem__(self, i: int) -> PendingRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[PendingRow]: ...
+    def __getitem__(self, i: int | slice) -> PendingRow | list[PendingRow]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._row(_position(i, len(self)), self.custom_ids[i])
+
+    def __iter__(self) -> Iterator[PendingRow]:
+        for i, custom_id in enumerate(self.custom_ids):
+            yield self._row(i, custom_id)
+
+    def _row(self, i: int, custom_id: str) -> PendingRow:
+        tokens, flags = self._tokens[i], self._flags[i]
+        return PendingRow(
+            custom_id,
+            self._params_bytes[i],
+            self._max_tokens[i],
+            self._keys.get(i) if self._keys else None,
+            None if math.isnan(tokens) else tokens,
+            rides=bool(flags & 1),
+            joins=bool(flags & 2),
+        )
+
+    def set_tokens(self, i: int, tokens: float | None) -> None:
+        self._tokens[i] = math.nan if tokens is None else tokens
+
+
 @dataclass
 class Estimate:
     enrichment: str
@@ -88,7 +241,7 @@ class Estimate:
     output_method: str = ""
     counted: int = 0  # requests whose tokens count_tokens counted
     # every sendable row, for budgets; not part of the report
-    rows: list[PendingRow] = field(default_factory=list, repr=False, metadata={"internal": True})
+    rows: PendingRows = field(default_factory=PendingRows, repr=False, metadata={"internal": True})
     output: OutputModel = OutputModel("half of max_tokens", None)
     # what would make the estimate better (no landed output of this prompt_version)
     advice: str | None = None
@@ -185,35 +338,38 @@ def estimate_enrichment(
     report = SubmitReport(enrichment=enrichment.name)
     counter = _Counter(api)
     rng = random.Random(f"batch-enrich:{enrichment.name}")
-    reservoir: list[tuple[str, int, dict[str, object]]] = []
+    reservoir: list[tuple[str, int, Pending]] = []
     seen_keys: set[bytes] = set()
     seen = 0
+    rows = est.rows
     for ready in pending_requests(ledger, enrichment, settings, report):
         sendable: list[Pending] = []
-        first = len(est.rows)
+        first = len(rows)
         for p in ready:
             if p.joins is not None:
                 est.shared += 1
-                est.rows.append(_row(p.record, p.dedupe_key, rides=True, joins=True))
+                rows.append(_row(p.record, p.dedupe_key, rides=True, joins=True))
                 continue
             if p.dedupe_key is not None:
                 if p.dedupe_key in seen_keys:
                     est.shared += 1
-                    est.rows.append(_row(p.record, p.dedupe_key, rides=True))
+                    rows.append(_row(p.record, p.dedupe_key, rides=True))
                     continue
                 seen_keys.add(p.dedupe_key)
             sendable.append(p)
-            est.rows.append(_row(p.record, p.dedupe_key))
+            rows.append(_row(p.record, p.dedupe_key))
         if settings.exact:
             counts = counter.count([p.params for p in sendable])
             if counts is not None:
                 by_id = {p.record.custom_id: c for p, c in zip(sendable, counts, strict=True)}
-                for row in est.rows[first:]:
-                    row.tokens = by_id.get(row.custom_id, row.tokens)
+                for i in range(first, len(rows)):
+                    counted = by_id.get(rows.custom_ids[i])
+                    if counted is not None:
+                        rows.set_tokens(i, counted)
             continue
         for p in sendable:  # reservoir sample: deterministic per enrichment
             seen += 1
-            item = (p.record.custom_id, p.record.params_bytes, p.params)
+            item = (p.record.custom_id, p.record.params_bytes, p)
             if len(reservoir) < settings.sample_size:
                 reservoir.append(item)
             else:
@@ -223,7 +379,9 @@ def estimate_enrichment(
     est.flagged = report.flagged
     est.rejected = len(report.rejected)
     est.skipped = sum(report.skipped.values())
-    _estimate_tokens(est, ledger, enrichment, settings, counter, reservoir)
+    # the params of the sample only are decoded (from each request's line)
+    sample = [(cid, size, p.params) for cid, size, p in reservoir]
+    _estimate_tokens(est, ledger, enrichment, settings, counter, sample)
     _price(est, prices.get(decl.model))
     return est
 
@@ -252,15 +410,16 @@ def _estimate_tokens(
     decl = enrichment.declaration
     calibrated, output = calibrated_models(ledger.calibration(enrichment.name), decl.prompt_version)
     est.output_method = output.method
-    senders = [row for row in est.rows if not row.rides]
+    rows = est.rows
+    senders = array("q", (i for i, row in enumerate(rows) if not row.rides))
     model: TokenModel | None = None
     if reservoir:
         counts = counter.count([params for _, _, params in reservoir])
         if counts is not None:
             if len(counts) == len(senders):  # the sample is every request: exact
                 by_id = {cid: c for (cid, _, _), c in zip(reservoir, counts, strict=True)}
-                for row in senders:
-                    row.tokens = by_id.get(row.custom_id)
+                for i in senders:
+                    rows.set_tokens(i, by_id.get(rows.custom_ids[i]))
             else:
                 a, b = fit([(size, c) for (_, size, _), c in zip(reservoir, counts, strict=True)])
                 model = TokenModel(
@@ -268,7 +427,7 @@ def _estimate_tokens(
                     b,
                     a,
                 )
-    counted = sum(1 for row in senders if row.tokens is not None)
+    counted = sum(1 for i in senders if rows[i].tokens is not None)
     est.counted = counted if model is None else len(reservoir)
     if model is None and counted < len(senders):
         why = f"count_tokens unavailable: {counter.failure}" if counter.failure else ""
@@ -281,14 +440,21 @@ def _estimate_tokens(
         est.input_method = model.method
     else:
         est.input_method = f"count_tokens: every request ({len(senders)})"
-    for row in senders:
-        if row.tokens is None:
+    by_key: dict[bytes, float | None] = {}  # the tokens of each dedupe key's request
+    for i in senders:
+        row = rows[i]
+        tokens = row.tokens
+        if tokens is None:
             assert model is not None
-            row.tokens = model.tokens(row.params_bytes)
+            tokens = model.tokens(row.params_bytes)
+            rows.set_tokens(i, tokens)
+        if row.dedupe_key is not None:
+            by_key[row.dedupe_key] = tokens
         est.requests += 1
-        est.input_tokens += row.tokens
+        est.input_tokens += tokens
         est.output_tokens_expected += output.expected(row.max_tokens)
         est.output_tokens_worst += row.max_tokens
+    del senders
     est.output = output
     if not output.own and est.requests:
         est.advice = (
@@ -297,10 +463,10 @@ def _estimate_tokens(
             f"`enrich pilot {enrichment.name} --sample 50 --wait`"
         )
     # a dedupe key's later rows carry the tokens of the request they would ride on
-    by_key = {row.dedupe_key: row.tokens for row in senders if row.dedupe_key is not None}
-    for row in est.rows:
-        if row.tokens is None and row.dedupe_key is not None and not row.joins:
-            row.tokens = by_key.get(row.dedupe_key)
+    if by_key:
+        for i, row in enumerate(rows):
+            if row.tokens is None and row.dedupe_key is not None and not row.joins:
+                rows.set_tokens(i, by_key.get(row.dedupe_key))
 
 
 def _price(est: Estimate, price: Price | None) -> None:

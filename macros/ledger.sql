@@ -51,8 +51,13 @@
 {%- endmacro %}
 
 
-{#- The statements, in order. `json_type` is jsonb on Postgres, json elsewhere. -#}
-{% macro ledger_ddl(json_type, with_foreign_keys) -%}
+{#-
+    The statements, in order. `json_type` is jsonb on Postgres, json elsewhere.
+    `with_results_key`: results_raw has its primary key `(batch_id, custom_id)`
+    (DuckDB: no; the landing checks the batch's lines are unique instead, see
+    duckdb__ensure_ledger_statements).
+-#}
+{% macro ledger_ddl(json_type, with_foreign_keys, with_results_key=true) -%}
     {%- set version = batch_enrich.ledger_relation('ledger_version') -%}
     {%- set batches = batch_enrich.ledger_relation('batches') -%}
     {%- set requests = batch_enrich.ledger_relation('requests') -%}
@@ -204,13 +209,10 @@
         primary key (batch_id, model)
     )') -%}
 
-    {%- do statements.append('create table if not exists ' ~ results_raw ~ ' (
-        batch_id text not null,
-        custom_id text not null,
-        result_type text not null,
-        line json not null,
-        landed_at timestamptz not null,
-        primary key (batch_id, custom_id)
+    {%- do statements.append('create table if not exists ' ~ results_raw ~ ' ('
+        ~ batch_enrich.results_raw_columns()
+        ~ (',
+        primary key (batch_id, custom_id)' if with_results_key else '') ~ '
     )') -%}
 
     {%- do statements.append('create table if not exists ' ~ rejections ~ ' (
@@ -286,8 +288,49 @@
     connector sets `batches.batch_id`, which is unique), so the constraint would break
     the batch state machine. The connector guarantees the relationship instead.
 -#}
+{% macro results_raw_columns() -%}
+    {{- return('
+        batch_id text not null,
+        custom_id text not null,
+        result_type text not null,
+        line json not null,
+        landed_at timestamptz not null') -}}
+{%- endmacro %}
+
+
+{#-
+    DuckDB (the change of version 6; the number moves with connector.sync.LEDGER_VERSION,
+    both at once): results_raw has no primary key. DuckDB keeps a primary key's ART
+    index whole in memory and updates it row by row: it was a third of a landing's time
+    and hundreds of MB at a million lines. One batch's lines land in one transaction
+    that also checks that their custom_ids are unique (connector/ledger/duckdb.py), and
+    a batch lands once (its status moves to `landed` in that transaction), so
+    `(batch_id, custom_id)` stays unique (docs/ledger.md). A ledger whose table has the
+    key gets it rebuilt without, once (DuckDB cannot drop a key): the statements check
+    for the key, so they run whatever the version row says.
+-#}
 {% macro duckdb__ensure_ledger_statements() -%}
-    {{- return(batch_enrich.ledger_ddl('json', false)) -}}
+    {%- set statements = batch_enrich.ledger_ddl('json', false, with_results_key=false) -%}
+    {%- set keyed = run_query(
+        "select count(*) from duckdb_constraints() where schema_name = '"
+        ~ (batch_enrich.ledger_schema() | replace("'", "''"))
+        ~ "' and table_name = 'results_raw' and constraint_type = 'PRIMARY KEY'"
+        ~ " and database_name = current_database()"
+    ) -%}
+    {%- if keyed.columns[0].values()[0] > 0 -%}
+        {%- set results_raw = batch_enrich.ledger_relation('results_raw') -%}
+        {%- set rebuilt = batch_enrich.ledger_relation('results_raw_v6') -%}
+        {%- do statements.append('drop table if exists ' ~ rebuilt) -%}
+        {%- do statements.append('create table ' ~ rebuilt ~ ' ('
+            ~ batch_enrich.results_raw_columns() ~ '
+        )') -%}
+        {%- do statements.append('insert into ' ~ rebuilt ~ ' select batch_id, custom_id, '
+            ~ 'result_type, line, landed_at from ' ~ results_raw) -%}
+        {%- do statements.append('drop table ' ~ results_raw) -%}
+        {%- do statements.append('alter table ' ~ rebuilt ~ ' rename to '
+            ~ batch_enrich.quote_identifier('results_raw')) -%}
+    {%- endif -%}
+    {{- return(statements) -}}
 {%- endmacro %}
 
 

@@ -112,6 +112,12 @@ from read_csv(
 # lines are loaded in parts of this size, the next written while one loads
 _PART_BYTES = 16 * 1024 * 1024
 
+# DuckDB's buffer pool (and its operators' hash tables) for the connector's connection,
+# unless the profile's `config_options` set `memory_limit`: beyond it DuckDB spills to
+# its temp directory (beside the file). Its default, 80% of RAM, let a sync that lands a
+# million lines grow to 1.4 GB (bench/bench_landing_memory.py).
+MEMORY_LIMIT = "256MB"
+
 # "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:(?!\\)")
@@ -300,6 +306,10 @@ class DuckDBLedger(LedgerReads):
             raise ConfigError(
                 f"cannot open DuckDB target '{target.name}' ({path}): {exc}"
             ) from None
+        if "memory_limit" not in config:
+            # a setting of the database instance, not of its identity: dbt-duckdb run in
+            # this process (same config) still shares it
+            conn.execute("set memory_limit = " + literal(MEMORY_LIMIT).text)
         return cls(conn, schema, path)
 
     # ------------------------------------------------------------------ helpers
@@ -395,7 +405,7 @@ class DuckDBLedger(LedgerReads):
             if self._run(self._q(q.ANY_DEFERRALS), {"enrichment": enrichment}):
                 self._run(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
 
-    def _write(self, steps: Sequence[tuple[str, Params]]) -> None:
+    def _write(self, steps: Iterable[tuple[str, Params]]) -> None:
         with self._transaction():
             for text, params in steps:
                 self._run(self._q(text), params)
@@ -456,8 +466,10 @@ class DuckDBLedger(LedgerReads):
         framed. If iterating it raises (a cut stream), everything rolls back and the
         batch stays `ended`; a line that is not a result line raises
         MalformedLineError, a repeated custom_id DuplicateResultLinesError, both after
-        rolling back. With `require_own`, lines whose custom_id is not one of this
-        submission's requests roll the landing back and the result says so.
+        rolling back (results_raw has no primary key on DuckDB, ledger v6: the batch's
+        lines are checked for repeats before the batch is marked landed). With
+        `require_own`, lines whose custom_id is not one of this submission's requests
+        roll the landing back and the result says so.
         """
         if framer is None:
             landed_at = ""
@@ -470,6 +482,11 @@ class DuckDBLedger(LedgerReads):
             if row is None or row[0] != BatchStatus.ENDED.value:
                 raise LedgerError(f"batch {batch_id} is not 'ended' (status {row and row[0]})")
             lines = self._load(batch_id, landed_at, blocks)
+            repeated = self._one(self._q(q.REPEATED_LINES), {"batch_id": batch_id})
+            if repeated is not None and repeated[0]:
+                raise DuplicateResultLinesError(
+                    f"results of {batch_id} repeat a custom_id; landing again without repeats"
+                )
             marker_found: bool | None = None
             if marker is not None:
                 removed = self._run(
@@ -542,7 +559,7 @@ class DuckDBLedger(LedgerReads):
             loader.shutdown(wait=True)
             try:
                 return sum(p.result() for p in parts)
-            except duckdb.ConstraintException:
+            except duckdb.ConstraintException:  # a ledger before v6: results_raw keyed
                 raise DuplicateResultLinesError(
                     f"results of {batch_id} repeat a custom_id; landing again without repeats"
                 ) from None

@@ -148,7 +148,7 @@ class PostgresLedger(LedgerReads):
             if cur.fetchone() is not None:
                 cur.execute(self._q(q.DELETE_DEFERRALS), sent_ids_params(enrichment, requests))
 
-    def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def _write(self, steps: Iterable[tuple[str, dict[str, Any]]]) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:
             for text, params in steps:
                 cur.execute(self._q(text), params)

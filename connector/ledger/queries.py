@@ -369,6 +369,12 @@ update {batches} set status = %(status)s, landed_at = now(), landed_lines = %(li
 where submission_id = %(sid)s
 """
 
+# DuckDB's results_raw has no primary key (ledger v6, docs/ledger.md): the landing
+# transaction checks that the batch's lines name each custom_id once
+REPEATED_LINES: Final = """
+select count(*) - count(distinct custom_id) from {results_raw} where batch_id = %(batch_id)s
+"""
+
 COVERAGE: Final = """
 select count(*) from {results_raw} as x
 join {requests} as r on r.submission_id = %(sid)s and r.custom_id = x.custom_id

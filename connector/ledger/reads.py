@@ -5,7 +5,7 @@ one transaction) and inherits these."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ from connector.ledger.params import batch_record, history_params, history_row, s
 from connector.policy import IN_FLIGHT, BatchStatus, RowHistory
 from connector.project import Relation
 
+DEFERRAL_CHUNK = 20_000
+
 
 class LedgerReads(ABC):
     _schema: str  # the ledger schema
@@ -33,7 +35,7 @@ class LedgerReads(ABC):
     def _read(self, text: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]: ...
 
     @abstractmethod
-    def _write(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def _write(self, steps: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Run each (query text, params) in order, in one transaction."""
 
     @abstractmethod
@@ -156,8 +158,16 @@ class LedgerReads(ABC):
         return {str(r[0]): r[1] for r in rows}
 
     def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None:
+        """Upsert the rows a budget held back, in one transaction, a statement per
+        chunk of ids (a budget can hold back a million: never one list of them all)."""
+
+        def steps() -> Iterator[tuple[str, dict[str, Any]]]:
+            for start in range(0, len(custom_ids), DEFERRAL_CHUNK):
+                ids = list(custom_ids[start : start + DEFERRAL_CHUNK])
+                yield q.UPSERT_DEFERRALS, {"enrichment": enrichment, "ids": ids}
+
         if custom_ids:
-            self._write([(q.UPSERT_DEFERRALS, {"enrichment": enrichment, "ids": list(custom_ids)})])
+            self._write(steps())
 
     def prune_deferrals(self, enrichment: str, since: datetime) -> None:
         self._write([(q.PRUNE_DEFERRALS, {"enrichment": enrichment, "since": since})])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from harness.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
 from connector.commands import status
@@ -94,3 +95,47 @@ def test_status_counts_landed_batches_whether_or_not_they_are_tallied(
 
     _execute(enrich_env, ("delete from enrich.batch_tallies",))
     assert status(settings) == tallied
+
+
+# a DuckDB results_raw as versions 1-5 made it: with its primary key
+KEYED_RESULTS_RAW = (
+    "create table enrich.results_raw_keyed (batch_id text not null, custom_id text not null, "
+    "result_type text not null, line json not null, landed_at timestamptz not null, "
+    "primary key (batch_id, custom_id))",
+    "insert into enrich.results_raw_keyed select * from enrich.results_raw",
+    "drop table enrich.results_raw",
+    "alter table enrich.results_raw_keyed rename to results_raw",
+    "delete from enrich.ledger_version",
+    "insert into enrich.ledger_version (version) values (1)",
+)
+RESULTS_RAW_KEY = (
+    "select count(*) from duckdb_constraints() where schema_name = 'enrich' "
+    "and table_name = 'results_raw' and constraint_type = 'PRIMARY KEY'"
+)
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb"], indirect=True)
+def test_a_duckdb_results_raw_with_its_primary_key_is_rebuilt_without_it(
+    enrich_env: Warehouse, enrich_project: Path, settings: Settings, emulator: Any
+) -> None:
+    """DuckDB's results_raw has no primary key (its in-memory index was a third of a
+    landing's time, and grew with the table); a ledger made with it loses it at the next
+    upgrade, every line kept, and the next landing lands each line once."""
+    rows = [(i, f"Item {i}: a widget in colour {i % 7}") for i in range(30)]
+    enrich_env.create_source("items", rows[:20])
+    enrich_env.create_flagged_views(enrich_project, ["items"])
+    sync(settings)
+    assert enrich_env.fetch(RESULTS_RAW_KEY) == [(0,)]
+    _execute(enrich_env, KEYED_RESULTS_RAW)
+    assert enrich_env.fetch(RESULTS_RAW_KEY) == [(1,)]
+
+    enrich_env.insert_rows("items", rows[20:])
+    report = sync(settings)
+
+    assert report.errors == []
+    assert enrich_env.fetch(RESULTS_RAW_KEY) == [(0,)]
+    assert enrich_env.fetch("select max(version) from enrich.ledger_version") == [(LEDGER_VERSION,)]
+    assert enrich_env.fetch(
+        "select count(*), count(distinct custom_id) from enrich.results_raw "
+        "where custom_id not like 'be-sub-%'"
+    ) == [(30, 30)]
