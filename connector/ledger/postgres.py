@@ -44,6 +44,19 @@ from connector.result_lines import CopyRows
 COPY_DELIMITER = b"\x02"
 _COPY_OPTIONS = sql.SQL("(format csv, quote e'\\x01', delimiter e'\\x02')")
 
+# framed chunks (~64 KB each) that framing may run ahead of COPY by
+_COPY_QUEUE_CHUNKS = 16
+
+
+class _ShortQueueWriter(QueuedLibpqWriter):
+    """psycopg's queued writer (COPY sends on a worker thread while this one frames
+    lines) with a short queue: psycopg's holds 1,024 chunks, so framing, faster than
+    the server, filled ~70 MB of memory on every landing."""
+
+    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
+        super().__init__(cursor)
+        self._queue.maxsize = _COPY_QUEUE_CHUNKS  # read by put(); nothing is queued yet
+
 
 class PostgresLedger(LedgerReads):
     def __init__(self, conn: psycopg.Connection[TupleRow], schema: str) -> None:
@@ -224,7 +237,7 @@ class PostgresLedger(LedgerReads):
             ).format(self._t("results_raw"), _COPY_OPTIONS)
             # the queued writer sends on a worker thread while this one frames lines
             try:
-                with cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+                with cur.copy(copy_sql, writer=_ShortQueueWriter(cur)) as copy:
                     for chunk in copy_rows:
                         copy.write(chunk)
             except psycopg.errors.UniqueViolation:
