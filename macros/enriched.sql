@@ -63,6 +63,17 @@
     {%- set validated_relation = ref('batch_enrich', 'int_enrich__results_validated') -%}
     {%- set request_keys_relation = ref('batch_enrich', 'stg_enrich_ledger__request_keys') -%}
     {%- set live_versions_relation = ref('batch_enrich', 'int_enrich__live_versions') -%}
+    {%- do ref('batch_enrich', 'int_enrich__request_outcomes') -%}
+    {%- do ref('batch_enrich', 'int_enrich__build_log') -%}
+    {%- set name = enrichment | replace("'", "") -%}
+    {#- incremental by input key (macros/incremental.sql); config() here is the model's own -#}
+    {{ config(
+        materialized=batch_enrich.incremental_materialization(),
+        incremental_strategy='append',
+        on_schema_change='sync_all_columns',
+        pre_hook="{{ batch_enrich.enriched_prune('" ~ name ~ "') }}",
+        post_hook="{{ batch_enrich.record_build(batch_enrich.enriched_fingerprint('" ~ name ~ "')) }}",
+    ) }}
     {%- if execute -%}
         {{ batch_enrich.enriched_sql(
             batch_enrich.get_declaration(enrichment),
@@ -74,6 +85,81 @@
     {%- else -%}
         select 1 as parse_placeholder
     {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    What, when it changes, changes every row of an enriched table: the declaration, the
+    input model's columns and the enrichment's live versions.
+-#}
+{% macro enriched_fingerprint(enrichment) -%}
+    {%- set input_relation = ref(enrichment) -%}
+    {%- if not execute -%}
+        {{- return('') -}}
+    {%- endif -%}
+    {%- set columns = [] -%}
+    {%- for column in adapter.get_columns_in_relation(input_relation) -%}
+        {%- do columns.append([column.name, column.data_type]) -%}
+    {%- endfor -%}
+    {{- return(batch_enrich.fingerprint([
+        'enriched',
+        batch_enrich.get_declaration(enrichment),
+        columns,
+        batch_enrich.live_versions_fingerprint_part(enrichment),
+    ])) -}}
+{%- endmacro %}
+
+
+{#-
+    Pre-hook of an incremental enriched table: delete the rows that this build writes
+    again. The model then selects the input rows whose key has no row (those, and new
+    keys). Every row when the fingerprint changed (enriched_fingerprint); otherwise the
+    rows without an identical input row (the key left the input model, or its row
+    changed), and those that a request whose outcome changed since the last build served.
+-#}
+{% macro enriched_prune(enrichment) -%}
+    {%- if not execute or not is_incremental() -%}
+        {{- return('') -}}
+    {%- endif -%}
+    {%- set decl = batch_enrich.get_declaration(enrichment) -%}
+    {%- set since = batch_enrich.incremental_since(batch_enrich.enriched_fingerprint(enrichment)) -%}
+    {%- set input_relation = ref(enrichment) -%}
+    {%- if since is none -%}
+        {{- return('delete from ' ~ this) -}}
+    {%- endif -%}
+    {%- set pk = decl['primary_key'] -%}
+    {%- set input_columns = adapter.get_columns_in_relation(input_relation) | map(attribute='name') | list -%}
+    {#- rows without an identical input row: their key left the input, or its row changed #}
+    delete from {{ this }} as enriched_rows
+    where not exists (
+        select 1
+        from {{ input_relation }} as input_rows
+        where
+            {%- for column in pk %}
+            {{ batch_enrich.column_ref(column, 'input_rows') }} = {{ batch_enrich.column_ref(column, 'enriched_rows') }} and
+            {%- endfor %}
+            {%- for column in input_columns %}
+            {% if not loop.first %}and {% endif %}cast({{ batch_enrich.column_ref(column, 'input_rows') }} as text)
+            is not distinct from cast({{ batch_enrich.column_ref(column, 'enriched_rows') }} as text)
+            {%- endfor %}
+    );
+    {#- rows that a request whose outcome changed since the last build served #}
+    delete from {{ this }} as enriched_rows
+    where exists (
+        select 1
+        from {{ ref('batch_enrich', 'stg_enrich_ledger__request_keys') }} as request_keys
+        inner join {{ ref('batch_enrich', 'int_enrich__request_outcomes') }} as outcomes
+            on
+                request_keys.submission_id = outcomes.submission_id
+                and request_keys.custom_id = outcomes.custom_id
+        where
+            request_keys.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+            and outcomes.changed_at > {{ since }}
+            {%- for column in pk %}
+            and {{ batch_enrich.json_get_text('request_keys.primary_key', [column]) }}
+            = cast({{ batch_enrich.column_ref(column, 'enriched_rows') }} as text)
+            {%- endfor %}
+    )
 {%- endmacro %}
 
 
@@ -100,7 +186,18 @@ with
 
 input_rows as (
 
-    select * from {{ input_relation }}
+    select input_source.* from {{ input_relation }} as input_source
+    {%- if is_incremental() %}
+    {#- an incremental build: the rows the pre-hook took out (enriched_prune), and new ones #}
+    where not exists (
+        select 1
+        from {{ this }} as enriched_before
+        where
+            {%- for column in pk %}
+            {% if not loop.first %}and {% endif %}{{ batch_enrich.column_ref(column, 'enriched_before') }} = {{ batch_enrich.column_ref(column, 'input_source') }}
+            {%- endfor %}
+    )
+    {%- endif %}
 
 ),
 
@@ -128,8 +225,20 @@ validated as (
 
 request_keys as (
 
-    select * from {{ request_keys_relation }}
-    where enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+    select request_keys_source.* from {{ request_keys_relation }} as request_keys_source
+    where
+        request_keys_source.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+        {%- if is_incremental() %}
+        and exists (
+            select 1
+            from input_rows
+            where
+                {%- for column in pk %}
+                {% if not loop.first %}and {% endif %}cast({{ batch_enrich.column_ref(column, 'input_rows') }} as text)
+                = {{ batch_enrich.json_get_text('request_keys_source.primary_key', [column]) }}
+                {%- endfor %}
+        )
+        {%- endif %}
 
 ),
 

@@ -11,7 +11,20 @@
       canceled           the batch was canceled before the request ran (retryable)
       missing            the batch landed without a line for this custom_id (retryable)
       lost               the batch is results_lost or abandoned (retryable)
+
+    Incremental (macros/incremental.sql): a build reclassifies the requests that can have
+    changed since its last one (those it classified in flight, those of batches it has
+    not seen, those whose result was validated since, those whose shared keys changed)
+    and writes the rows that did change, stamped changed_at: the marts downstream read
+    the rows changed since their own last build.
 -#}
+
+{{ batch_enrich.incremental_config(
+    'int_enrich__request_outcomes',
+    ['submission_id', 'custom_id'],
+    indexes=[['changed_at'], ['outcome']],
+) }}
+{%- set since = batch_enrich.model_since('int_enrich__request_outcomes') %}
 
 with
 
@@ -39,21 +52,110 @@ validated as (
 
 ),
 
+shared_counts as (
+
+    select
+        submission_id,
+        custom_id,
+        count(*) as shared_key_count
+
+    from {{ ref('stg_enrich_ledger__request_keys') }}
+    where is_shared_result
+    group by submission_id, custom_id
+
+),
+
+{% if since is not none %}
+    previous as (
+
+        select * from {{ this }}
+
+    ),
+
+    {#- The requests whose outcome can have changed since the last build. #}
+    candidates as (
+
+        {#- classified in flight: their batch may have ended, landed or been lost since #}
+        select
+            submission_id,
+            custom_id
+        from previous
+        where outcome = 'in_flight'
+
+        union
+
+        {#- of batches not seen yet (a batch's requests are recorded with it, in one
+            transaction; a request without a batch row is not looked for: the ledger's
+            foreign key, or on DuckDB the connector, rules it out) #}
+        select
+            requests.submission_id,
+            requests.custom_id
+        from requests
+        inner join batches
+            on requests.submission_id = batches.submission_id
+        where not exists (
+            select 1
+            from previous
+            where previous.submission_id = batches.submission_id
+        )
+
+        union
+
+        {#- (re)validated since: a new line, or a changed declaration #}
+        select
+            submission_id,
+            custom_id
+        from validated
+        where validated_at > {{ since }} and submission_id is not null
+
+        union
+
+        {#- keys that share its result were added (dedupe across runs) #}
+        select
+            shared_counts.submission_id,
+            shared_counts.custom_id
+        from shared_counts
+        left join previous
+            on
+                shared_counts.submission_id = previous.submission_id
+                and shared_counts.custom_id = previous.custom_id
+        where previous.shared_by is distinct from shared_counts.shared_key_count + 1
+
+    ),
+
+    scoped_requests as (
+
+        select requests.*
+        from requests
+        inner join candidates
+            on
+                requests.submission_id = candidates.submission_id
+                and requests.custom_id = candidates.custom_id
+
+    ),
+{% else %}
+    scoped_requests as (
+
+        select * from requests
+
+    ),
+{% endif %}
+
 joined as (
 
     select
-        requests.submission_id,
-        requests.custom_id,
+        scoped_requests.submission_id,
+        scoped_requests.custom_id,
         batches.batch_id,
-        requests.enrichment,
-        requests.primary_key,
-        requests.request_hash,
-        requests.input_hash,
-        requests.attempt,
-        requests.flag_reason,
-        requests.model,
-        requests.prompt_version,
-        requests.max_tokens,
+        scoped_requests.enrichment,
+        scoped_requests.primary_key,
+        scoped_requests.request_hash,
+        scoped_requests.input_hash,
+        scoped_requests.attempt,
+        scoped_requests.flag_reason,
+        scoped_requests.model,
+        scoped_requests.prompt_version,
+        scoped_requests.max_tokens,
         batches.batch_status,
         batches.note as batch_note,
         batches.intent_at,
@@ -63,22 +165,27 @@ joined as (
         validated.is_valid,
         validated.invalid_reason,
         landed_lines.landed_at,
+        coalesce(shared_counts.shared_key_count, 0) + 1 as shared_by,
         coalesce(batches.is_in_flight, false) as is_batch_in_flight,
         coalesce(batches.is_lost, batches.submission_id is null) as is_batch_lost,
         landed_lines.custom_id is not null as has_line,
         validated.custom_id is not null as has_validated_result
 
-    from requests
+    from scoped_requests
     left join batches
-        on requests.submission_id = batches.submission_id
+        on scoped_requests.submission_id = batches.submission_id
     left join landed_lines
         on
             batches.batch_id = landed_lines.batch_id
-            and requests.custom_id = landed_lines.custom_id
+            and scoped_requests.custom_id = landed_lines.custom_id
     left join validated
         on
             batches.batch_id = validated.batch_id
-            and requests.custom_id = validated.custom_id
+            and scoped_requests.custom_id = validated.custom_id
+    left join shared_counts
+        on
+            scoped_requests.submission_id = shared_counts.submission_id
+            and scoped_requests.custom_id = shared_counts.custom_id
 
 ),
 
@@ -106,11 +213,12 @@ classified as (
 
 ),
 
-final as (
+computed as (
 
     select
         submission_id,
         custom_id,
+        shared_by,
         batch_id,
         enrichment,
         primary_key,
@@ -142,6 +250,37 @@ final as (
 
     from classified
 
+),
+
+{%- set compared = [
+    'batch_id', 'batch_status', 'outcome', 'error_type', 'stop_reason', 'intent_at', 'landed_at',
+    'outcome_reason', 'shared_by',
+] %}
+{#- a row keeps its stamp unless it changed #}
+{%- set changed_at = batch_enrich.build_stamp() %}
+{%- if since is not none %}
+    {%- set changed_at = 'case when ' ~ batch_enrich.rows_differ(compared, 'computed', 'previous') ~ ' then '
+        ~ changed_at ~ ' else previous.changed_at end' %}
+{%- endif %}
+
+stamped as (
+
+    select
+        computed.*,
+        {{ changed_at }} as changed_at
+
+    from computed
+    {%- if since is not none %}
+    left join previous
+        on
+            computed.submission_id = previous.submission_id
+            and computed.custom_id = previous.custom_id
+    {%- endif %}
+
 )
 
-select * from final
+select * from stamped
+{%- if since is not none %}
+{#- only the rows that changed are replaced #}
+where changed_at = {{ batch_enrich.build_stamp() }}
+{% endif %}

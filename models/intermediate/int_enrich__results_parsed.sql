@@ -6,6 +6,8 @@
     Incremental on landed_at.
 -#}
 
+{{ config(indexes=batch_enrich.key_indexes([['batch_id', 'custom_id']])) }}
+
 with
 
 results as (

@@ -5,8 +5,14 @@
     enriched models fail, naming the key), so it never stops the other enrichments.
     Invalid rows stay, with is_valid = false and a readable invalid_reason. Incremental
     on landed_at; an enrichment with rows validated under another declaration_hash (its
-    declaration changed, or was invalid) has all its rows validated again.
+    declaration changed, or was invalid) has all its rows validated again. validated_at
+    stamps the rows this build wrote (the models downstream read the rows validated
+    since their own last build: macros/incremental.sql).
 -#}
+
+{{ config(indexes=batch_enrich.key_indexes([
+    ['batch_id', 'custom_id'], ['submission_id', 'custom_id'], ['validated_at'],
+])) }}
 
 {%- set declarations = [] -%}
 {%- set invalid_enrichments = [] -%}
@@ -114,7 +120,8 @@ final as (
         declaration_hash,
         invalid_reason,
         landed_at,
-        invalid_reason is null as is_valid
+        invalid_reason is null as is_valid,
+        {{ batch_enrich.build_stamp() }} as validated_at
 
     from checked
 

@@ -5,13 +5,23 @@
     processed requests). Prices are looked up by the requested model, then by the model
     the response names. shared_by counts the input keys a request served: 1, or with
     dedupe 1 + the rows that shared its result (enrich_costs_by_row splits the cost).
+
+    Incremental: a build prices again the requests whose outcome changed since its last
+    one (int_enrich__request_outcomes.changed_at), every request when the price seed
+    changed (macros/incremental.sql).
 -#}
+
+{{ batch_enrich.incremental_config('enrich_costs', ['submission_id', 'custom_id'], indexes=[['cost_date']]) }}
+{%- set since = batch_enrich.model_since('enrich_costs') %}
 
 with
 
 outcomes as (
 
     select * from {{ ref('int_enrich__request_outcomes') }}
+    {%- if since is not none %}
+    where changed_at > {{ since }}
+    {%- endif %}
 
 ),
 
@@ -24,24 +34,6 @@ parsed as (
 prices as (
 
     select * from {{ ref('batch_enrich_model_prices') }}
-
-),
-
-request_keys as (
-
-    select * from {{ ref('stg_enrich_ledger__request_keys') }}
-
-),
-
-keys_served as (
-
-    select
-        submission_id,
-        custom_id,
-        count(*) as shared_by
-
-    from request_keys
-    group by submission_id, custom_id
 
 ),
 
@@ -58,7 +50,7 @@ usage as (
         outcomes.outcome,
         parsed.response_model,
         parsed.landed_at,
-        coalesce(keys_served.shared_by, 1) as shared_by,
+        outcomes.shared_by,
         coalesce(parsed.input_tokens, 0) as input_tokens,
         coalesce(parsed.output_tokens, 0) as output_tokens,
         coalesce(
@@ -74,10 +66,6 @@ usage as (
         on
             outcomes.batch_id = parsed.batch_id
             and outcomes.custom_id = parsed.custom_id
-    left join keys_served
-        on
-            outcomes.submission_id = keys_served.submission_id
-            and outcomes.custom_id = keys_served.custom_id
 
 ),
 

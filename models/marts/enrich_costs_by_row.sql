@@ -9,7 +9,15 @@
     enrich_history.is_current and, unless the input went back to an earlier version, the
     enriched table. A pilot request (flag_reason 'pilot') counts in the totals (it was
     paid), but is the value only once its version is switched to (int_enrich__live_versions).
+
+    Incremental: a build sums again the keys served by requests whose outcome changed
+    since its last one; every key when the price seed or the live versions changed
+    (macros/incremental.sql).
 -#}
+
+-- depends_on: {{ ref('int_enrich__request_outcomes') }}
+{{ batch_enrich.incremental_config('enrich_costs_by_row', ['enrichment', 'key_custom_id']) }}
+{%- set since = batch_enrich.model_since('enrich_costs_by_row') %}
 
 with
 
@@ -19,11 +27,36 @@ costs as (
 
 ),
 
-request_keys as (
+{% if since is not none %}
+    all_request_keys as (
 
-    select * from {{ ref('stg_enrich_ledger__request_keys') }}
+        select * from {{ ref('stg_enrich_ledger__request_keys') }}
 
-),
+    ),
+
+    touched_keys as (
+
+        {{ batch_enrich.changed_keys_sql(since) | indent(8) }}
+
+    ),
+
+    request_keys as (
+
+        select all_request_keys.*
+        from all_request_keys
+        inner join touched_keys
+            on
+                all_request_keys.enrichment = touched_keys.enrichment
+                and all_request_keys.member_custom_id = touched_keys.member_custom_id
+
+    ),
+{% else %}
+    request_keys as (
+
+        select * from {{ ref('stg_enrich_ledger__request_keys') }}
+
+    ),
+{% endif %}
 
 live_versions as (
 

@@ -1,4 +1,15 @@
-{#- Spend per enrichment, prompt_version and day (the day results landed, in the session time zone). -#}
+{#-
+    Spend per enrichment, prompt_version and day (the day results landed, in the session
+    time zone).
+
+    Incremental: a build sums again the days (of an enrichment and prompt_version) of the
+    requests whose outcome changed since its last one; every day when the price seed
+    changed (macros/incremental.sql).
+-#}
+
+-- depends_on: {{ ref('int_enrich__request_outcomes') }}
+{{ batch_enrich.incremental_config('enrich_costs_daily', ['enrichment', 'prompt_version', 'cost_date']) }}
+{%- set since = batch_enrich.model_since('enrich_costs_daily') %}
 
 with
 
@@ -8,12 +19,51 @@ costs as (
 
 ),
 
-landed as (
+{% if since is not none %}
+    changed_outcomes as (
 
-    select * from costs
-    where cost_date is not null
+        select
+            submission_id,
+            custom_id
+        from {{ ref('int_enrich__request_outcomes') }}
+        where changed_at > {{ since }}
 
-),
+    ),
+
+    touched_days as (
+
+        select distinct
+            costs.enrichment,
+            costs.prompt_version,
+            costs.cost_date
+        from costs
+        inner join changed_outcomes
+            on
+                costs.submission_id = changed_outcomes.submission_id
+                and costs.custom_id = changed_outcomes.custom_id
+        where costs.cost_date is not null
+
+    ),
+
+    landed as (
+
+        select costs.*
+        from costs
+        inner join touched_days
+            on
+                costs.enrichment = touched_days.enrichment
+                and costs.prompt_version = touched_days.prompt_version
+                and costs.cost_date = touched_days.cost_date
+
+    ),
+{% else %}
+    landed as (
+
+        select * from costs
+        where cost_date is not null
+
+    ),
+{% endif %}
 
 final as (
 

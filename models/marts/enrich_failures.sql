@@ -4,21 +4,71 @@
     attempt, and whether a later request for the same key has since succeeded (its own
     request, or with dedupe another row's request whose result it shared). A key is
     identified by its own custom_id, which is deterministic per key.
+
+    Incremental: a build looks again at the requests of the keys that a request whose
+    outcome changed since its last one served (their failure, or whether a later request
+    resolved it), macros/incremental.sql.
 -#}
+
+{{ batch_enrich.incremental_config('enrich_failures', ['submission_id', 'custom_id']) }}
+{%- set since = batch_enrich.model_since('enrich_failures') %}
 
 with
 
-outcomes as (
+all_outcomes as (
 
     select * from {{ ref('int_enrich__request_outcomes') }}
 
 ),
 
-request_keys as (
+all_request_keys as (
 
     select * from {{ ref('stg_enrich_ledger__request_keys') }}
 
 ),
+
+{% if since is not none %}
+    touched_keys as (
+
+        {{ batch_enrich.changed_keys_sql(since) | indent(8) }}
+
+    ),
+
+    {#- a key's own requests: its custom_id is its requests' (deterministic per key) #}
+    outcomes as (
+
+        select all_outcomes.*
+        from all_outcomes
+        inner join touched_keys
+            on
+                all_outcomes.enrichment = touched_keys.enrichment
+                and all_outcomes.custom_id = touched_keys.member_custom_id
+
+    ),
+
+    request_keys as (
+
+        select all_request_keys.*
+        from all_request_keys
+        inner join touched_keys
+            on
+                all_request_keys.enrichment = touched_keys.enrichment
+                and all_request_keys.member_custom_id = touched_keys.member_custom_id
+
+    ),
+{% else %}
+    outcomes as (
+
+        select * from all_outcomes
+
+    ),
+
+    request_keys as (
+
+        select * from all_request_keys
+
+    ),
+{% endif %}
 
 key_successes as (
 
@@ -28,7 +78,7 @@ key_successes as (
         max(outcomes.intent_at) as last_success_intent_at
 
     from request_keys
-    inner join outcomes
+    inner join all_outcomes as outcomes
         on
             request_keys.submission_id = outcomes.submission_id
             and request_keys.custom_id = outcomes.custom_id
@@ -91,4 +141,8 @@ final as (
 
 )
 
-select * from final
+{% if since is not none %}
+    {{ batch_enrich.replaced_partitions('outcomes', 'final', ['submission_id', 'custom_id']) }}
+{% else %}
+    select * from final
+{% endif %}

@@ -5,21 +5,80 @@
     is identified by its own custom_id, which is deterministic per key. A pilot output
     (is_pilot) is a row like any other, but competes for is_current only once its
     version is switched to (int_enrich__live_versions), as in the enriched tables.
+
+    Incremental: a build replaces the rows of the keys served by requests whose outcome
+    changed since its last one (a key's rows are its own requests' outputs); every row
+    when the live versions changed (macros/incremental.sql).
 -#}
+
+-- depends_on: {{ ref('int_enrich__request_outcomes') }}
+{{ batch_enrich.incremental_config(
+    'enrich_history', ['enrichment', 'custom_id'], indexes=[['batch_id', 'custom_id']],
+) }}
+{%- set since = batch_enrich.model_since('enrich_history') %}
 
 with
 
-validated as (
+all_validated as (
 
     select * from {{ ref('int_enrich__results_validated') }}
 
 ),
 
-request_keys as (
+all_request_keys as (
 
     select * from {{ ref('stg_enrich_ledger__request_keys') }}
 
 ),
+
+{% if since is not none %}
+    touched_keys as (
+
+        select
+            changed_keys.enrichment,
+            changed_keys.member_custom_id as custom_id
+        from ({{ batch_enrich.changed_keys_sql(since) | indent(8) }}) as changed_keys
+
+    ),
+
+    {#- every request that served a touched key (its own, and shared ones) #}
+    request_keys as (
+
+        select all_request_keys.*
+        from all_request_keys
+        inner join touched_keys
+            on
+                all_request_keys.enrichment = touched_keys.enrichment
+                and all_request_keys.member_custom_id = touched_keys.custom_id
+
+    ),
+
+    validated as (
+
+        select all_validated.*
+        from all_validated
+        where exists (
+            select 1
+            from request_keys
+            where
+                request_keys.submission_id = all_validated.submission_id
+                and request_keys.custom_id = all_validated.custom_id
+        )
+
+    ),
+{% else %}
+    validated as (
+
+        select * from all_validated
+
+    ),
+
+    request_keys as (
+
+        select * from all_request_keys
+
+    ),
+{% endif %}
 
 live_versions as (
 
@@ -103,7 +162,21 @@ final as (
         on
             valid_outputs.batch_id = current_outputs.batch_id
             and valid_outputs.custom_id = current_outputs.custom_id
+    {%- if since is not none %}
+    {#- the rows of the touched keys: their own requests' outputs #}
+    where exists (
+        select 1
+        from touched_keys
+        where
+            touched_keys.enrichment = valid_outputs.enrichment
+            and touched_keys.custom_id = valid_outputs.custom_id
+    )
+    {%- endif %}
 
 )
 
-select * from final
+{% if since is not none %}
+    {{ batch_enrich.replaced_partitions('touched_keys', 'final', ['enrichment', 'custom_id']) }}
+{% else %}
+    select * from final
+{% endif %}

@@ -2,39 +2,120 @@
     One row per batch: what the ledger says it submitted, what the API says it ended
     with, the lines that landed, and the requests that have an outcome. A landed batch
     is reconciled when all of them agree and every request has exactly one result line.
+
+    Incremental: a build counts again the batches whose ledger row changed since its
+    last one, or that hold a request whose outcome changed (macros/incremental.sql).
 -#}
+
+{{ batch_enrich.incremental_config('enrich_reconciliation', ['submission_id']) }}
+{%- set since = batch_enrich.model_since('enrich_reconciliation') %}
+{%- set batch_columns = [
+    'batch_id', 'enrichment', 'batch_status', 'processing_status', 'request_count', 'succeeded_count',
+    'errored_count', 'canceled_count', 'expired_count', 'landed_lines', 'intent_at', 'landed_at',
+] %}
 
 with
 
-batches as (
+all_batches as (
 
     select * from {{ ref('stg_enrich_ledger__batches') }}
 
 ),
 
-requests as (
-
-    select * from {{ ref('stg_enrich_ledger__requests') }}
-
-),
-
-landed_lines as (
-
-    {#- Only the columns used: this CTE is read twice, so Postgres materializes it, and
-        `select *` would extract every JSON field of every line. -#}
-    select
-        batch_id,
-        custom_id,
-        result_type
-    from {{ ref('stg_enrich_ledger__results_raw') }}
-
-),
-
-outcomes as (
+all_outcomes as (
 
     select * from {{ ref('int_enrich__request_outcomes') }}
 
 ),
+
+{% if since is not none %}
+    touched_batches as (
+
+        select all_batches.submission_id
+        from all_batches
+        left join {{ this }} as previous
+            on all_batches.submission_id = previous.submission_id
+        where
+            previous.submission_id is null
+            or {{ batch_enrich.rows_differ(batch_columns, 'all_batches', 'previous') }}
+
+        union
+
+        select submission_id
+        from all_outcomes
+        where changed_at > {{ since }}
+
+    ),
+
+    batches as (
+
+        select all_batches.*
+        from all_batches
+        inner join touched_batches
+            on all_batches.submission_id = touched_batches.submission_id
+
+    ),
+
+    requests as (
+
+        select requests.*
+        from {{ ref('stg_enrich_ledger__requests') }} as requests
+        inner join touched_batches
+            on requests.submission_id = touched_batches.submission_id
+
+    ),
+
+    landed_lines as (
+
+        select
+            results_raw.batch_id,
+            results_raw.custom_id,
+            results_raw.result_type
+        from {{ ref('stg_enrich_ledger__results_raw') }} as results_raw
+        inner join batches
+            on results_raw.batch_id = batches.batch_id
+
+    ),
+
+    outcomes as (
+
+        select all_outcomes.*
+        from all_outcomes
+        inner join touched_batches
+            on all_outcomes.submission_id = touched_batches.submission_id
+
+    ),
+{% else %}
+    batches as (
+
+        select * from all_batches
+
+    ),
+
+    requests as (
+
+        select * from {{ ref('stg_enrich_ledger__requests') }}
+
+    ),
+
+    landed_lines as (
+
+        {#- Only the columns used: this CTE is read twice, so Postgres materializes it, and
+            `select *` would extract every JSON field of every line. -#}
+        select
+            batch_id,
+            custom_id,
+            result_type
+        from {{ ref('stg_enrich_ledger__results_raw') }}
+
+    ),
+
+    outcomes as (
+
+        select * from all_outcomes
+
+    ),
+{% endif %}
 
 request_lines as (
 
