@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from connector.declaration import Declaration
-from connector.estimate import CustomIds, OutputModel, PendingRow, PendingRows
-from connector.ledger.base import Ledger
+from connector.estimate import OutputModel, PendingRow, PendingRows
+from connector.ledger.base import CustomIds, Ledger
 from connector.pricing import Price
 from connector.settings import Settings
 

@@ -2,15 +2,137 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, overload
 
 from connector.policy import BatchStatus, RowHistory
 from connector.project import Relation
 from connector.result_lines import CopyRows
+
+
+def sequence_position(i: int, length: int) -> int:
+    """A sequence index, negative ones counted from the end; IndexError out of range."""
+    position = i + length if i < 0 else i
+    if not 0 <= position < length:
+        raise IndexError(i)
+    return position
+
+
+class CustomIds(Sequence[str]):
+    """custom_ids, appended in order, kept as one ASCII blob (about 12 bytes an id where a
+    list of str takes about 65), with an exact lookup of an id's position built on first
+    use (an open-addressing table of positions, 16 bytes an id). custom_ids are ASCII
+    by construction (`^[a-zA-Z0-9_-]{1,64}$`)."""
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._blob = bytearray()
+        self._ends = array("q")
+        self._table: array[int] | None = None
+        for custom_id in ids:
+            self.append(custom_id)
+
+    def append(self, custom_id: str) -> None:
+        self._blob += custom_id.encode("ascii")
+        self._ends.append(len(self._blob))
+        self._table = None
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _raw(self, i: int) -> bytes:
+        return bytes(self._blob[self._ends[i - 1] if i else 0 : self._ends[i]])
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._raw(sequence_position(i, len(self))).decode("ascii")
+
+    def __iter__(self) -> Iterator[str]:
+        start = 0
+        blob = self._blob
+        for end in self._ends:
+            yield blob[start:end].decode("ascii")
+            start = end
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CustomIds({list(self)!r})"
+
+    def position(self, custom_id: str) -> int:
+        """Where custom_id was appended first, or -1."""
+        if self._table is None:
+            self._table = self._build()
+        table, mask = self._table, len(self._table) - 1
+        raw = custom_id.encode("ascii", "replace")
+        slot = hash(raw) & mask
+        while (i := table[slot]) >= 0:
+            if self._raw(i) == raw:
+                return i
+            slot = (slot + 1) & mask
+        return -1
+
+    def __contains__(self, custom_id: object) -> bool:
+        return isinstance(custom_id, str) and self.position(custom_id) >= 0
+
+    def _build(self) -> array[int]:
+        size = 8
+        while size < 2 * len(self):
+            size *= 2
+        table, mask = array("q", [-1]) * size, size - 1
+        start = 0
+        for i, end in enumerate(self._ends):
+            raw = bytes(self._blob[start:end])
+            start = end
+            slot = hash(raw) & mask
+            while table[slot] >= 0:
+                if self._raw(table[slot]) == raw:
+                    break  # a repeated id: the first position answers
+                slot = (slot + 1) & mask
+            else:
+                table[slot] = i
+        return table
+
+
+class Deferrals(Mapping[str, datetime]):
+    """custom_id -> when a budget first held the row back, compact (CustomIds and an
+    array of POSIX timestamps, UTC): a budget may hold back a million rows."""
+
+    def __init__(self) -> None:
+        self._ids = CustomIds()
+        self._stamps = array("d")
+
+    def add(self, custom_id: str, first_deferred_at: datetime) -> None:
+        self._ids.append(custom_id)
+        self._stamps.append(first_deferred_at.timestamp())
+
+    def __getitem__(self, custom_id: str) -> datetime:
+        i = self._ids.position(custom_id)
+        if i < 0:
+            raise KeyError(custom_id)
+        return datetime.fromtimestamp(self._stamps[i], UTC)
+
+    def __contains__(self, custom_id: object) -> bool:
+        return custom_id in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass(slots=True)
@@ -282,7 +404,7 @@ class Ledger(Protocol):
 
     def shared_counts(self) -> dict[str, int]: ...
 
-    def deferrals(self, enrichment: str) -> dict[str, datetime]: ...
+    def deferrals(self, enrichment: str) -> Mapping[str, datetime]: ...
 
     def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None: ...
 

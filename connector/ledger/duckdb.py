@@ -116,7 +116,7 @@ _PART_BYTES = 16 * 1024 * 1024
 # unless the profile's `config_options` set `memory_limit`: beyond it DuckDB spills to
 # its temp directory (beside the file). Its default, 80% of RAM, let a sync that lands a
 # million lines grow to 1.4 GB (bench/bench_landing_memory.py).
-MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT = "128MB"
 
 # "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")

@@ -170,8 +170,13 @@ DELETE_DEFERRALS: Final = """
 delete from {deferrals} where enrichment = %(enrichment)s and custom_id = any(%(ids)s::text[])
 """
 
+# a page of an enrichment's deferrals, after a custom_id (keyset paging: a budget may
+# have held back a million rows, never read in one result)
 DEFERRALS: Final = """
-select custom_id, first_deferred_at from {deferrals} where enrichment = %(enrichment)s
+select custom_id, first_deferred_at from {deferrals}
+where enrichment = %(enrichment)s and custom_id > %(after)s
+order by custom_id
+limit %(page)s
 """
 
 UPSERT_DEFERRALS: Final = """

@@ -14,6 +14,7 @@ from connector.ledger import queries as q
 from connector.ledger.base import (
     BatchRecord,
     Calibration,
+    Deferrals,
     InFlightBacklog,
     OrphanRecord,
     StatusRow,
@@ -153,9 +154,17 @@ class LedgerReads(ABC):
     def shared_counts(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in self._read(q.SHARED_COUNTS, {})}
 
-    def deferrals(self, enrichment: str) -> dict[str, datetime]:
-        rows = self._read(q.DEFERRALS, {"enrichment": enrichment})
-        return {str(r[0]): r[1] for r in rows}
+    def deferrals(self, enrichment: str) -> Deferrals:
+        found = Deferrals()
+        after = ""
+        while True:
+            params = {"enrichment": enrichment, "after": after, "page": DEFERRAL_CHUNK}
+            rows = self._read(q.DEFERRALS, params)
+            for custom_id, first_deferred_at in rows:
+                found.add(str(custom_id), first_deferred_at)
+            if len(rows) < DEFERRAL_CHUNK:
+                return found
+            after = str(rows[-1][0])
 
     def record_deferrals(self, enrichment: str, custom_ids: Sequence[str]) -> None:
         """Upsert the rows a budget held back, in one transaction, a statement per

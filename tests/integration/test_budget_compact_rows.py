@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connector.budgets import oldest_first, select_within
-from connector.estimate import CustomIds, OutputModel, PendingRow, PendingRows
+from connector.estimate import OutputModel, PendingRow, PendingRows
+from connector.ledger.base import CustomIds, Deferrals
 from connector.pricing import Price
 
 HAIKU = Price("claude-haiku-4-5", 1.0, 5.0, 1.25, 2.0, 0.1, 0.5)
@@ -72,3 +73,12 @@ def test_custom_ids_find_every_id_and_only_those() -> None:
     assert compact == ids and compact != ids[:-1]
     compact.append("late")  # the lookup is rebuilt after an append
     assert compact.position("late") == 5001
+
+
+def test_deferrals_keep_when_each_row_was_first_held_back() -> None:
+    t0 = datetime(2026, 11, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    found = Deferrals()
+    for i in range(1000):
+        found.add(f"c{i}", t0 + timedelta(seconds=i))
+    assert len(found) == 1000 and found["c0"] == t0 and found["c999"] == t0 + timedelta(seconds=999)
+    assert "c1000" not in found and found.get("c1000") is None and list(found)[:2] == ["c0", "c1"]
