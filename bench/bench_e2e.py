@@ -204,13 +204,15 @@ class Meters:
         return process_cpu(self.emulator_pid), server
 
 
-def run_child(args: Sequence[str], env: dict[str, str], log: Path, meters: Meters) -> Usage:
+def run_child(
+    args: Sequence[str], env: dict[str, str], log: Path, meters: Meters, cwd: Path = ROOT
+) -> Usage:
     """Run one command to its end; its own rusage comes from os.wait4 (nothing else of
     ours is reaped meanwhile, so the numbers are this child's)."""
     emu0, srv0 = meters.read()
     started = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
