@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import IO
 
 import orjson
@@ -78,6 +79,8 @@ def _safe_key_json(key: Mapping[str, object]) -> str | None:
 
 def _key_json(columns: Sequence[str], values: Sequence[object]) -> str:
     """The ledger's `primary_key`: {column: canonical value}, in key order."""
+    if len(values) == 1 and type(values[0]) in (int, str):  # its own canonical value
+        return orjson.dumps({columns[0]: values[0]}).decode()
     canonical = [canonical_value(v) for v in values]
     return orjson.dumps(dict(zip(columns, canonical, strict=True))).decode()
 
@@ -178,11 +181,11 @@ class _Submitter:
     def flush(self) -> None:
         """Send the open batch (its create may still run when this returns)."""
         body, self.body = self.body, _BatchBody(self.enrichment.declaration.model)
-        self.settle()  # one create at a time, and its outcome recorded first
-        if not body.records or self.report.stopped:
-            body.file.close()
-            return
         try:
+            self.settle()  # one create at a time, and its outcome recorded first
+            if not body.records or self.report.stopped:
+                body.file.close()
+                return
             self._start(body)
         except BaseException:
             body.file.close()
@@ -362,8 +365,12 @@ def pending_requests(
     nkey = len(decl.primary_key)
     hash_at, input_at, flag_at, tokens_at = (idx.get(c) for c in OPTIONAL_COLUMNS)
     encoder = RequestEncoder(decl)
+    chunks = ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows)
+    first = next(chunks, None)
+    if first is None:  # nothing flagged: no need to look for repeated keys
+        return
     duplicates = {tuple(k) for k in ledger.duplicate_keys(enrichment.flagged, decl.primary_key)}
-    for chunk in ledger.stream_flagged(enrichment.flagged, columns, settings.chunk_rows):
+    for chunk in chain([first], chunks):
         prepared_rows: list[Pending] = []
         for row in chunk:
             values = row[:nkey]
