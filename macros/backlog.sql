@@ -40,19 +40,61 @@
 {%- endmacro %}
 
 
+{#- The key as text, as backlog_key_text makes it, from a ledger primary_key (JSON). -#}
+{% macro backlog_json_key_text(decl, json_expression) -%}
+    {%- set parts = [] -%}
+    {%- for column in decl['primary_key'] -%}
+        {%- do parts.append("coalesce(" ~ batch_enrich.json_get_text(json_expression, [column]) ~ ", '')") -%}
+    {%- endfor -%}
+    {{- return(parts | join(" || ' | ' || ")) -}}
+{%- endmacro %}
+
+
 {#-
     enrichment, key_text, request_hash, flag_reason of every flagged row. `ledger` holds
-    the relations the flagged query reads: request_keys, batches, outcomes.
+    the relations the flagged query reads: request_keys, batches, outcomes. With
+    `touched` (the name of a relation of enrichment, key_text in scope), only the rows
+    of those keys, and the query reads only their ledger requests.
 -#}
-{% macro backlog_flagged_union(input_relations, ledger) -%}
+{% macro backlog_flagged_union(input_relations, ledger, touched=none) -%}
     {%- for decl, relation in input_relations %}
+    {%- set name = batch_enrich.sql_text_literal(decl['name']) -%}
+    {%- set input_relation = relation -%}
+    {%- set request_keys_relation = ledger['request_keys'] -%}
+    {%- if touched is not none -%}
+        {%- set input_relation -%}
+            (
+                select touched_input.* from {{ relation }} as touched_input
+                where exists (
+                    select 1 from {{ touched }}
+                    where
+                        {{ touched }}.enrichment = {{ name }}
+                        and {{ touched }}.key_text = {{ batch_enrich.backlog_key_text(decl, 'touched_input') }}
+                )
+            ) as scoped_input
+        {%- endset -%}
+        {%- set request_keys_relation -%}
+            (
+                select touched_keys.* from {{ ledger['request_keys'] }} as touched_keys
+                where
+                    touched_keys.enrichment = {{ name }}
+                    and exists (
+                        select 1 from {{ touched }}
+                        where
+                            {{ touched }}.enrichment = {{ name }}
+                            and {{ touched }}.key_text
+                            = {{ batch_enrich.backlog_json_key_text(decl, 'touched_keys.primary_key') }}
+                    )
+            ) as scoped_request_keys
+        {%- endset -%}
+    {%- endif %}
     select
-        {{ batch_enrich.sql_text_literal(decl['name']) }} as enrichment,
+        {{ name }} as enrichment,
         {{ batch_enrich.backlog_key_text(decl, 'flagged') }} as key_text,
         cast(flagged.request_hash as text) as request_hash,
         cast(flagged.flag_reason as text) as flag_reason
     from (
-        {{ batch_enrich.flagged_sql(decl, relation, ledger['request_keys'], ledger['batches'], ledger['outcomes']) | indent(8) }}
+        {{ batch_enrich.flagged_sql(decl, input_relation, request_keys_relation, ledger['batches'], ledger['outcomes']) | indent(8) }}
     ) as flagged
     {%- if not loop.last %}
     union all
@@ -68,8 +110,53 @@
 {%- endmacro %}
 
 
+{#-
+    enrichment, key_text of the keys whose flagged state a request whose outcome changed
+    since `since` can have changed: the keys it served.
+-#}
+{% macro backlog_changed_keys(input_relations, since) -%}
+    {%- for decl, relation in input_relations %}
+    select
+        changed_keys.enrichment,
+        {{ batch_enrich.backlog_json_key_text(decl, 'changed_keys.primary_key') }} as key_text
+    from ({{ batch_enrich.changed_keys_sql(since) | indent(4) }}) as changed_keys
+    where changed_keys.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
+    {%- if not loop.last %}
+    union
+    {%- endif -%}
+    {%- else %}
+    select
+        cast(null as text) as enrichment,
+        cast(null as text) as key_text
+    where 1 = 0
+    {%- endfor %}
+{%- endmacro %}
+
+
 {#- Hours from `start` to `end` (timestamps with time zone), as a double. -#}
 {% macro hours_between(start, end) -%}
     cast(extract(epoch from {{ end }}) - extract(epoch from {{ start }}) as double precision) / 3600.0
 {%- endmacro %}
 
+
+
+{#- enrichment, key_text, request_hash of every input row of `input_relations` ([(decl, relation)]). -#}
+{% macro input_keys_union(input_relations) -%}
+    {%- for decl, relation in input_relations %}
+    select
+        {{ batch_enrich.sql_text_literal(decl['name']) }} as enrichment,
+        {{ batch_enrich.backlog_key_text(decl, 'input_rows') }} as key_text,
+        {{ batch_enrich.request_hash_sql(decl, batch_enrich.column_ref(decl['prompt_column'], 'input_rows')) }}
+            as request_hash
+    from {{ relation }} as input_rows
+    {%- if not loop.last %}
+    union all
+    {%- endif -%}
+    {%- else %}
+    select
+        cast(null as text) as enrichment,
+        cast(null as text) as key_text,
+        cast(null as text) as request_hash
+    where 1 = 0
+    {%- endfor %}
+{%- endmacro %}

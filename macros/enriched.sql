@@ -128,7 +128,7 @@
         {{- return('delete from ' ~ this) -}}
     {%- endif -%}
     {%- set pk = decl['primary_key'] -%}
-    {%- set input_columns = adapter.get_columns_in_relation(input_relation) | map(attribute='name') | list -%}
+    {%- set input_columns = adapter.get_columns_in_relation(input_relation) -%}
     {#- rows without an identical input row: their key left the input, or its row changed #}
     delete from {{ this }} as enriched_rows
     where not exists (
@@ -139,27 +139,32 @@
             {{ batch_enrich.column_ref(column, 'input_rows') }} = {{ batch_enrich.column_ref(column, 'enriched_rows') }} and
             {%- endfor %}
             {%- for column in input_columns %}
-            {% if not loop.first %}and {% endif %}cast({{ batch_enrich.column_ref(column, 'input_rows') }} as text)
-            is not distinct from cast({{ batch_enrich.column_ref(column, 'enriched_rows') }} as text)
+            {% if not loop.first %}and {% endif %}{{ batch_enrich.comparable(column, 'input_rows') }}
+            is not distinct from {{ batch_enrich.comparable(column, 'enriched_rows') }}
             {%- endfor %}
     );
     {#- rows that a request whose outcome changed since the last build served #}
     delete from {{ this }} as enriched_rows
     where exists (
         select 1
-        from {{ ref('batch_enrich', 'stg_enrich_ledger__request_keys') }} as request_keys
-        inner join {{ ref('batch_enrich', 'int_enrich__request_outcomes') }} as outcomes
-            on
-                request_keys.submission_id = outcomes.submission_id
-                and request_keys.custom_id = outcomes.custom_id
+        from ({{ batch_enrich.changed_keys_sql(since) | indent(8) }}) as changed_keys
         where
-            request_keys.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
-            and outcomes.changed_at > {{ since }}
+            changed_keys.enrichment = {{ batch_enrich.sql_text_literal(decl['name']) }}
             {%- for column in pk %}
-            and {{ batch_enrich.json_get_text('request_keys.primary_key', [column]) }}
+            and {{ batch_enrich.json_get_text('changed_keys.primary_key', [column]) }}
             = cast({{ batch_enrich.column_ref(column, 'enriched_rows') }} as text)
             {%- endfor %}
     )
+{%- endmacro %}
+
+
+{#- A column as compared: as it is, or as text where its type has no equality (Postgres json). -#}
+{% macro comparable(column, relation_alias) -%}
+    {%- set ref_ = batch_enrich.column_ref(column.name, relation_alias) -%}
+    {%- if column.data_type | lower in ['json', 'xml', 'point', 'polygon', 'box', 'circle', 'line', 'path'] -%}
+        {{- return('cast(' ~ ref_ ~ ' as text)') -}}
+    {%- endif -%}
+    {{- return(ref_) -}}
 {%- endmacro %}
 
 

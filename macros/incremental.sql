@@ -266,6 +266,9 @@
     {%- if model_name in ['enrich_costs_by_row', 'enrich_history'] -%}
         {%- do parts.append(batch_enrich.live_versions_fingerprint_part()) -%}
     {%- endif -%}
+    {%- if model_name in ['int_enrich__input_keys', 'enrich_backlog_rows'] and execute -%}
+        {%- do parts.append(batch_enrich.valid_declarations()['valid']) -%}
+    {%- endif -%}
     {{- return(batch_enrich.fingerprint(parts)) -}}
 {%- endmacro %}
 
@@ -329,14 +332,15 @@
 
 
 {#-
-    The input keys (enrichment, member_custom_id) served by a request whose outcome
-    changed since `since` (int_enrich__request_outcomes.changed_at): its own key and,
+    The input keys (enrichment, member_custom_id, primary_key) served by a request whose
+    outcome changed since `since` (int_enrich__request_outcomes.changed_at): its own key and,
     with dedupe, the keys that share its result. The calling model refs both models.
 -#}
 {% macro changed_keys_sql(since) -%}
     select distinct
         changed_request_keys.enrichment,
-        changed_request_keys.member_custom_id
+        changed_request_keys.member_custom_id,
+        changed_request_keys.primary_key
     from {{ ref('batch_enrich', 'stg_enrich_ledger__request_keys') }} as changed_request_keys
     inner join {{ ref('batch_enrich', 'int_enrich__request_outcomes') }} as changed_outcomes
         on

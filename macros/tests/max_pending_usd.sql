@@ -10,14 +10,18 @@
                   enrichment: ticket_triage
                   max_usd: 10          # optional; default var('batch_enrich_max_pending_usd')
 
-    The estimate, per flagged row (one per distinct request_hash with `dedupe: true`):
+    The flagged rows are those the build found (enrich_backlog_rows: the flagged view's
+    rows when the build ran, kept up to date incrementally), with their prompts from the
+    input model, so the gate does not evaluate the flagged view. The estimate, per
+    flagged row (one per distinct request_hash with `dedupe: true`):
 
       request bytes   the declaration's fixed request parts (system prompt, schema or
                       tool, cached_prefix, markers) as JSON, plus the prompt's and key's
                       bytes: about what the connector records in requests.params_bytes
       input tokens    request bytes / bytes per token; bytes per token is calibrated from
-                      this enrichment's landed succeeded requests (sum of params_bytes over
-                      the sum of input, cache write and cache read tokens), else 4
+                      this enrichment's most recent 20,000 landed succeeded requests (sum of
+                      params_bytes over the sum of input, cache write and cache read tokens;
+                      the connector's estimate reads as many), else 4
       output tokens   the average output_tokens of those landed requests, else max_tokens / 2
       USD             tokens x the model's seed prices x (1 - batch_discount); cache writes
                       and reads are not assumed (all input at the plain input price)
@@ -31,14 +35,17 @@
     {%- set parsed_relation = ref('int_enrich__results_parsed') -%}
     {%- set requests_relation = ref('stg_enrich_ledger__requests') -%}
     {%- set prices_relation = ref('batch_enrich_model_prices') -%}
+    {%- set backlog_relation = ref('enrich_backlog_rows') -%}
+    {%- set input_relation = ref(enrichment) -%}
     {%- if execute -%}
         {{ batch_enrich.max_pending_usd_sql(
             batch_enrich.get_declaration(enrichment),
-            model,
+            input_relation,
             parsed_relation,
             requests_relation,
             prices_relation,
             batch_enrich.max_pending_threshold(max_usd),
+            backlog_relation,
         ) }}
     {%- else -%}
         select 1 as parse_placeholder
@@ -143,7 +150,9 @@
 {%- endmacro %}
 
 
-{% macro max_pending_usd_sql(decl, flagged_relation, parsed_relation, requests_relation, prices_relation, threshold) -%}
+{% macro max_pending_usd_sql(
+    decl, input_relation, parsed_relation, requests_relation, prices_relation, threshold, backlog_relation
+) -%}
     {%- set name = batch_enrich.sql_text_literal(decl['name']) -%}
     {%- set threshold_text = ('%.6f' % threshold).rstrip('0').rstrip('.') -%}
     {%- set pk = decl['primary_key'] -%}
@@ -163,12 +172,16 @@ flagged as (
         + coalesce({{ batch_enrich.json_text_bytes('cast(' ~ prompt ~ ' as text)') }}, 0)
         + coalesce({{ key_bytes }}, 0) as request_bytes,
         {%- if decl['dedupe'] %}
-        row_number() over (partition by flagged.request_hash order by flagged.request_hash) as hash_rank
+        row_number() over (partition by backlog.request_hash order by backlog.request_hash) as hash_rank
         {%- else %}
         1 as hash_rank
         {%- endif %}
 
-    from {{ flagged_relation }} as flagged
+    from {{ input_relation }} as flagged
+    inner join {{ backlog_relation }} as backlog
+        on
+            backlog.enrichment = {{ name }}
+            and backlog.key_text = {{ batch_enrich.backlog_key_text(decl, 'flagged') }}
 
 ),
 
@@ -176,6 +189,8 @@ parsed as (
 
     select * from {{ parsed_relation }}
     where enrichment = {{ name }} and result_type = 'succeeded' and input_tokens is not null
+    order by landed_at desc, batch_id desc, custom_id desc
+    limit 20000
 
 ),
 

@@ -6,7 +6,7 @@
     Incremental on landed_at.
 -#}
 
-{{ config(indexes=batch_enrich.key_indexes([['batch_id', 'custom_id']])) }}
+{{ config(indexes=batch_enrich.key_indexes([['batch_id', 'custom_id'], ['landed_at']])) }}
 
 with
 

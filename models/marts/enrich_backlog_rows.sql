@@ -9,11 +9,19 @@
     Postgres); an enrichment whose input model has not been built yet has no rows. A
     key the query repeats is counted once. The ledger models it reads are refs, below:
     this model is built after them.
+
+    Incremental: a build runs the flagged query again for the keys whose request hash
+    changed, appeared or left (int_enrich__input_keys), and the keys served by a request
+    whose outcome changed since its last one; every key when a declaration changed
+    (macros/incremental.sql).
 -#}
 
 -- depends_on: {{ ref('int_enrich__request_outcomes') }}
 -- depends_on: {{ ref('stg_enrich_ledger__request_keys') }}
 -- depends_on: {{ ref('stg_enrich_ledger__batches') }}
+-- depends_on: {{ ref('int_enrich__input_keys') }}
+{{ batch_enrich.incremental_config('enrich_backlog_rows', ['enrichment', 'key_text']) }}
+{%- set since = batch_enrich.model_since('enrich_backlog_rows') %}
 
 {%- set flagged_relations = [] -%}
 {%- set previous = none -%}
@@ -24,13 +32,50 @@
 
 with
 
+{% if since is not none %}
+    input_keys as (
+
+        select * from {{ ref('int_enrich__input_keys') }}
+
+    ),
+
+    touched as (
+
+        select
+            enrichment,
+            key_text
+        from input_keys
+        where changed_at > {{ since }}
+
+        union
+
+        {{ batch_enrich.backlog_changed_keys(flagged_relations, since) | indent(8) }}
+
+        union
+
+        {#- keys that left the input #}
+        select
+            previous_rows.enrichment,
+            previous_rows.key_text
+        from {{ this }} as previous_rows
+        where not exists (
+            select 1
+            from input_keys
+            where
+                input_keys.enrichment = previous_rows.enrichment
+                and input_keys.key_text = previous_rows.key_text
+        )
+
+    ),
+{% endif %}
+
 flagged as (
 
     {{ batch_enrich.backlog_flagged_union(flagged_relations, {
         'request_keys': ref('stg_enrich_ledger__request_keys'),
         'batches': ref('stg_enrich_ledger__batches'),
         'outcomes': ref('int_enrich__request_outcomes'),
-    }) | indent(4) }}
+    }, 'touched' if since is not none else none) | indent(4) }}
 
 ),
 
@@ -89,4 +134,8 @@ final as (
 
 )
 
-select * from final
+{% if since is not none %}
+    {{ batch_enrich.replaced_partitions('touched', 'final', ['enrichment', 'key_text']) }}
+{% else %}
+    select * from final
+{% endif %}
