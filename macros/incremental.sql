@@ -194,19 +194,28 @@
         {%- do quoted.append(batch_enrich.column_ref(column)) -%}
     {%- endfor -%}
     {%- set partition_columns = quoted | join(', ') -%}
+    {#- a column the table lacks (a table built by an earlier version) is added first;
+        such a build has no log row, so it recomputes every row -#}
+    {%- set target_names = adapter.get_columns_in_relation(target) | map(attribute='name') | map('lower') | list -%}
+    {%- set missing = [] -%}
     {%- set columns = [] -%}
-    {%- for column in arg_dict['dest_columns'] if column.name | lower != 'batch_enrich_replace' -%}
+    {%- for column in adapter.get_columns_in_relation(temp) if column.name | lower != 'batch_enrich_replace' -%}
         {%- do columns.append(adapter.quote(column.name)) -%}
+        {%- if column.name | lower not in target_names -%}
+            {%- do missing.append(column) -%}
+        {%- endif -%}
     {%- endfor -%}
+    {%- if missing -%}
+        {%- do alter_relation_add_remove_columns(target, missing, none) -%}
+    {%- endif -%}
     delete from {{ target }}
     where ({{ partition_columns }}) in (
         select {{ partition_columns }} from {{ temp }}
     );
-    {%- set temp_columns = adapter.get_columns_in_relation(temp) | map(attribute='name') | map('lower') | list %}
     insert into {{ target }} ({{ columns | join(', ') }})
     select {{ columns | join(', ') }}
     from {{ temp }}
-    {%- if 'batch_enrich_replace' in temp_columns %}
+    {%- if columns | length < adapter.get_columns_in_relation(temp) | length %}
     where batch_enrich_replace is null
     {%- endif %}
 {%- endmacro %}
