@@ -112,11 +112,6 @@ from read_csv(
 # lines are loaded in parts of this size, the next written while one loads
 _PART_BYTES = 16 * 1024 * 1024
 
-# DuckDB's buffer pool (and its operators' hash tables) for the connector's connection,
-# unless the profile's `config_options` set `memory_limit`: beyond it DuckDB spills to
-# its temp directory (beside the file). Its default, 80% of RAM, let a sync that lands a
-# million lines grow to 1.4 GB (bench/bench_landing_memory.py).
-MEMORY_LIMIT = "128MB"
 
 # "Could not set lock on file "<path>": Conflicting lock is held in <exe> (PID <n>)"
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
@@ -306,10 +301,6 @@ class DuckDBLedger(LedgerReads):
             raise ConfigError(
                 f"cannot open DuckDB target '{target.name}' ({path}): {exc}"
             ) from None
-        if "memory_limit" not in config:
-            # a setting of the database instance, not of its identity: dbt-duckdb run in
-            # this process (same config) still shares it
-            conn.execute("set memory_limit = " + literal(MEMORY_LIMIT).text)
         return cls(conn, schema, path)
 
     # ------------------------------------------------------------------ helpers
