@@ -199,8 +199,8 @@ def measure(args: argparse.Namespace, rows: int, run_dir: Path) -> dict[str, lis
 
 
 def set_memory_limit(project: Path, target: str, limit: str) -> None:
-    """DuckDB: the profile's `config_options: {memory_limit: ...}` (default: none, the
-    connector's own default applies)."""
+    """DuckDB: the profile's `config_options: {memory_limit: ...}` ("default": none,
+    DuckDB's own default applies)."""
     if target != "duckdb":
         return
 
@@ -223,7 +223,7 @@ def main() -> None:
         "--memory-limits",
         nargs="+",
         default=["default"],
-        help="DuckDB: land again under each profile memory_limit (default: the connector's)",
+        help="DuckDB: land again under each profile memory_limit (default: none set)",
     )
     args = parser.parse_args()
     load_before = os.getloadavg()
