@@ -241,8 +241,10 @@ def main() -> None:
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     if opts.no_jit:
         os.environ["PGOPTIONS"] = "-c jit=off"
-    new_rows = max(1, int(opts.rows * opts.new_fraction))
-    total = opts.rows + 2 * opts.repeat * new_rows
+    new_rows = min(LINES_PER_BATCH, max(1, int(opts.rows * opts.new_fraction)))
+    # each landing is a batch of its own, from the next multiple of LINES_PER_BATCH on
+    first_batch = opts.rows // LINES_PER_BATCH + 1
+    total = (first_batch + 2 * opts.repeat) * LINES_PER_BATCH
 
     with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
         project = copy_project(Path(tmp), package_tests=False)
@@ -254,12 +256,13 @@ def main() -> None:
             dbt(project, ["build"])
             print(f"{opts.rows:,} results landed over 30 days and built; {total:,} tickets")
             rounds: list[dict[str, tuple[Timing, Timing]]] = []
-            first = opts.rows + 1
+            batch = first_batch
             for _ in range(opts.repeat):
                 measured: dict[str, tuple[Timing, Timing]] = {}
                 for label, select in (("a", PARSE), ("b", DOWNSTREAM)):
+                    first = batch * LINES_PER_BATCH
                     wh.land(first, first + new_rows - 1, dt.datetime.now(dt.UTC), 0)
-                    first += new_rows
+                    batch += 1
                     incremental = dbt(project, ["build", *select])
                     full = dbt(project, ["build", *select, "--full-refresh"])
                     measured[label] = (incremental, full)

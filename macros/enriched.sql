@@ -125,7 +125,7 @@
     {%- set since = batch_enrich.incremental_since(batch_enrich.enriched_fingerprint(enrichment)) -%}
     {%- set input_relation = ref(enrichment) -%}
     {%- if since is none -%}
-        {{- return('delete from ' ~ this) -}}
+        {{- return('delete from ' ~ this ~ batch_enrich.analyzed_after(this)) -}}
     {%- endif -%}
     {%- set pk = decl['primary_key'] -%}
     {%- set input_columns = adapter.get_columns_in_relation(input_relation) -%}
@@ -154,7 +154,7 @@
             and {{ batch_enrich.json_get_text('changed_keys.primary_key', [column]) }}
             = cast({{ batch_enrich.column_ref(column, 'enriched_rows') }} as text)
             {%- endfor %}
-    )
+    ){{ batch_enrich.analyzed_after(this) }}
 {%- endmacro %}
 
 

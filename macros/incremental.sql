@@ -300,7 +300,10 @@
         on_schema_change='ignore',
         meta={'batch_enrich_partition_by': partition_by},
         indexes=batch_enrich.key_indexes([partition_by] + indexes),
-        post_hook="{{ batch_enrich.record_build(batch_enrich.model_fingerprint('" ~ model_name ~ "')) }}",
+        post_hook=[
+            "{{ batch_enrich.analyze_relation(this) }}",
+            "{{ batch_enrich.record_build(batch_enrich.model_fingerprint('" ~ model_name ~ "')) }}",
+        ],
     ) }}
 {%- endmacro %}
 
@@ -356,4 +359,16 @@
             changed_request_keys.submission_id = changed_outcomes.submission_id
             and changed_request_keys.custom_id = changed_outcomes.custom_id
     where changed_outcomes.changed_at > {{ since }}
+{%- endmacro %}
+
+
+{#-
+    `; analyze <relation>` on Postgres (a statement to run after a delete that an
+    incremental build's query then reads the table through: without fresh statistics
+    the planner takes the rows left for the rows there were, and may pick nested loops
+    over the rows to rewrite); nothing elsewhere (macros/analyze.sql).
+-#}
+{% macro analyzed_after(relation) -%}
+    {%- set statement = batch_enrich.analyze_relation(relation) -%}
+    {{- return(';\n' ~ statement if statement else '') -}}
 {%- endmacro %}

@@ -56,17 +56,27 @@ input_keys as (
 
         union all
 
+        {#- gone from an input that was found (an input not found now, e.g. while a
+            view is rebuilt in the same run, keeps its rows) #}
         select
             previous.enrichment,
             previous.key_text
         from previous
-        where not exists (
-            select 1
-            from input_keys
-            where
-                input_keys.enrichment = previous.enrichment
-                and input_keys.key_text = previous.key_text
-        )
+        where
+            previous.enrichment in (
+                {%- for decl, relation in inputs %}
+                {{ batch_enrich.sql_text_literal(decl['name']) }}{% if not loop.last %},{% endif %}
+                {%- else %}
+                cast(null as text)
+                {%- endfor %}
+            )
+            and not exists (
+                select 1
+                from input_keys
+                where
+                    input_keys.enrichment = previous.enrichment
+                    and input_keys.key_text = previous.key_text
+            )
 
     ),
 {% endif %}

@@ -245,10 +245,23 @@ class Sides:
     full: Warehouse
 
     def dbt_build(self, warehouse: Warehouse, *args: str, seeds: bool = False) -> None:
-        """Models only (suite time): no tests, no review_aspects models, seeds when asked."""
+        """Models only (suite time): no tests, no review_aspects models, seeds when asked.
+        One thread: the models that read the input through the graph (the backlog's) do
+        not race with the rebuild of the input view, which dbt's relation cache hides
+        meanwhile (they would see no input; a full refresh would then hold no rows)."""
         skip = ["review_aspects+"] + ([] if seeds else ["resource_type:seed"])
         self.dbt.invoke(
-            ["build", "--exclude-resource-type", "test", "unit_test", "--exclude", *skip, *args],
+            [
+                "build",
+                "--threads",
+                "1",
+                "--exclude-resource-type",
+                "test",
+                "unit_test",
+                "--exclude",
+                *skip,
+                *args,
+            ],
             self.project,
             self.project,
             env=warehouse.env,
