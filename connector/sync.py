@@ -47,7 +47,7 @@ from connector.submit import SubmitReport, submit_enrichment
 
 log = logging.getLogger(__name__)
 
-LEDGER_VERSION = 5
+LEDGER_VERSION = 6
 
 
 @dataclass

@@ -12,7 +12,7 @@
 -#}
 
 {% macro ledger_version() -%}
-    {{ return(5) }}
+    {{ return(6) }}
 {%- endmacro %}
 
 
@@ -299,8 +299,8 @@
 
 
 {#-
-    DuckDB (the change of version 6; the number moves with connector.sync.LEDGER_VERSION,
-    both at once): results_raw has no primary key. DuckDB keeps a primary key's ART
+    DuckDB (the change of version 6, with connector.sync.LEDGER_VERSION): results_raw
+    has no primary key. DuckDB keeps a primary key's ART
     index whole in memory and updates it row by row: it was a third of a landing's time
     and hundreds of MB at a million lines. One batch's lines land in one transaction
     that also checks that their custom_ids are unique (connector/ledger/duckdb.py), and

@@ -343,7 +343,7 @@ def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
     assert types[("requests", "estimated_usd")] == "double precision"
     assert types[("shared_keys", "primary_key")] == "jsonb"
     assert types[("results_raw", "line")] == "json"
-    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(5,)]
+    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(6,)]
 
     # output that is not JSON is parsed by a helper function, also inside queries that
     # Postgres would run in parallel (a parallel-safe function with an exception block
@@ -366,7 +366,7 @@ def test_fresh_build_creates_the_ledger_and_flags_every_row_as_new(
     # the connector's path: run-operation, again and again, changes nothing
     for _ in range(2):
         dbt.invoke(["run-operation", "batch_enrich.ensure_ledger"], REPO, REPO, env=env)
-    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(5,)]
+    assert query(pg_db.conninfo, "select version from enrich.ledger_version") == [(6,)]
 
     decl = declaration(dbt, "ticket_triage")
     flagged = flagged_tickets(pg_db.conninfo)
